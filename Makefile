@@ -1,0 +1,58 @@
+# Mimic: `make run` runs everything, `make test` tests everything. `make help` lists targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+# uv from PATH, else the one pip installs (the install target does that when needed).
+UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+RUN = $(UV) run --frozen
+
+.PHONY: help uv install run api worker migrate test lint format bench jobs check-packaging clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+uv: ## install uv with pip when it is missing
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
+	  python3 -m pip install --quiet uv || \
+	  python3 -m pip install --quiet --user --break-system-packages uv
+
+install: uv ## create .venv from uv.lock (dev tools included)
+	@$(UV) sync --frozen --quiet
+
+run: install ## API on :8006 + a worker; embedded Postgres when DATABASE_URL is unset
+	$(RUN) mimic run
+
+api: install ## the API alone (production-style process)
+	$(RUN) mimic api
+
+worker: install ## a worker alone (production-style process)
+	$(RUN) mimic worker
+
+migrate: install ## apply migrations now
+	$(RUN) mimic migrate
+
+test: install ## the whole test suite against a real Postgres (embedded by default)
+	$(RUN) pytest
+
+lint: install ## ruff check, ruff format --check, mypy
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+
+format: install ## apply ruff fixes and formatting
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+bench: install ## throughput and latency figures, printed (embedded Postgres)
+	$(RUN) python -m bench
+
+ARGS ?= list_jobs status=failed
+jobs: install ## procrastinate CLI on Mimic's app, e.g. make jobs ARGS="list_jobs status=failed"
+	PROCRASTINATE_APP=mimic.jobs.app $(RUN) procrastinate shell $(ARGS)
+
+check-packaging: install ## static checks of Containerfile and compose.yaml (no Docker needed)
+	$(RUN) hadolint Containerfile
+	$(RUN) check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
+
+clean: ## remove the environment and local data (.venv, .mimic)
+	rm -rf .venv .mimic

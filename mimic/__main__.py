@@ -1,0 +1,5 @@
+import sys
+
+from mimic.cli import main
+
+sys.exit(main())

@@ -1,0 +1,31 @@
+"""Prometheus counters and histograms, served at /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+webhooks_received = Counter(
+    "mimic_webhooks_received_total",
+    "Webhooks accepted and stored",
+    ["provider", "duplicate"],
+)
+webhooks_rejected = Counter(
+    "mimic_webhooks_rejected_total",
+    "Webhooks refused before anything was stored",
+    ["provider", "reason"],
+)
+deliveries_finished = Counter(
+    "mimic_deliveries_total",
+    "Delivery attempts to internal services, by outcome",
+    ["target", "outcome"],
+)
+emails_finished = Counter(
+    "mimic_emails_total",
+    "Email send attempts, by provider and outcome",
+    ["provider", "outcome"],
+)
+webhook_latency = Histogram(
+    "mimic_webhook_handling_seconds",
+    "Time to verify, store and enqueue one webhook",
+    ["provider"],
+)

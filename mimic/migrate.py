@@ -1,0 +1,119 @@
+"""Schema on startup: numbered SQL files plus procrastinate's own schema, under an advisory lock.
+
+Each step runs in its own transaction and is recorded with a SHA-256 checksum in
+``mimic_schema_migrations``. Procrastinate's schema comes from the installed package
+(never copied here) and is recorded as step ``0000_procrastinate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import pathlib
+from collections.abc import Sequence
+
+import asyncpg
+import msgspec
+from procrastinate.schema import SchemaManager
+
+from mimic.db import wrap_exceptions
+from mimic.errors import SchemaError
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = pathlib.Path(__file__).resolve().parent.parent / "migrations"
+# Any fixed 64-bit number; every Mimic process agrees on it.
+ADVISORY_LOCK_KEY = 0x4D494D4943  # "MIMIC"
+
+_CREATE_TABLE = """
+CREATE TABLE IF NOT EXISTS mimic_schema_migrations (
+    version text PRIMARY KEY,
+    checksum text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+class Step(msgspec.Struct, frozen=True):
+    version: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_steps(directory: pathlib.Path = MIGRATIONS_DIR) -> list[Step]:
+    steps = [Step(version="0000_procrastinate", sql=SchemaManager.get_schema())]
+    files = sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+    if not files:
+        raise SchemaError(f"no migrations found in {directory}")
+    steps += [Step(version=f.stem, sql=f.read_text(encoding="utf-8")) for f in files]
+    return steps
+
+
+class SchemaStatus(msgspec.Struct, frozen=True):
+    pending: list[str]
+
+    @property
+    def current(self) -> bool:
+        return not self.pending
+
+
+async def _applied(conn: asyncpg.Connection) -> dict[str, str]:
+    exists = await conn.fetchval("SELECT to_regclass('mimic_schema_migrations')")
+    if exists is None:
+        return {}
+    rows = await conn.fetch("SELECT version, checksum FROM mimic_schema_migrations")
+    return {row["version"]: row["checksum"] for row in rows}
+
+
+def _check(steps: Sequence[Step], applied: dict[str, str]) -> list[Step]:
+    """Return the steps still to apply; refuse edited ones."""
+    for step in steps:
+        recorded = applied.get(step.version)
+        if recorded is not None and recorded != step.checksum:
+            raise SchemaError(
+                f"migration {step.version} was changed after it was applied "
+                f"(checksum mismatch); restore it and add a new numbered migration"
+            )
+    return [step for step in steps if step.version not in applied]
+
+
+async def schema_status(conn: asyncpg.Connection, steps: Sequence[Step]) -> SchemaStatus:
+    with wrap_exceptions():
+        applied = await _applied(conn)
+    return SchemaStatus(pending=[s.version for s in _check(steps, applied)])
+
+
+async def migrate(dsn: str, steps: Sequence[Step]) -> list[str]:
+    """Apply pending steps; safe to call from many processes at once."""
+    with wrap_exceptions():
+        conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        with wrap_exceptions():
+            await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+        try:
+            await conn.execute(_CREATE_TABLE)
+            todo = _check(steps, await _applied(conn))
+            for step in todo:
+                logger.info("applying migration %s", step.version)
+                try:
+                    async with conn.transaction():
+                        await _apply(conn, step)
+                except asyncpg.PostgresError as exc:
+                    raise SchemaError(f"migration {step.version} failed: {exc}") from exc
+            return [step.version for step in todo]
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+    finally:
+        await conn.close()
+
+
+async def _apply(conn: asyncpg.Connection, step: Step) -> None:
+    await conn.execute(step.sql)
+    await conn.execute(
+        "INSERT INTO mimic_schema_migrations (version, checksum) VALUES ($1, $2)",
+        step.version,
+        step.checksum,
+    )

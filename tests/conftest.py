@@ -1,0 +1,161 @@
+"""Real Postgres for every test: one migrated template per run, a fresh copy per test.
+
+Postgres comes from TEST_DATABASE_URL if set, else testcontainers when a Docker engine
+answers, else the embedded pgserver (what a bare machine has).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import pathlib
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import procrastinate
+import psycopg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from mimic.app import create_app
+from mimic.jobs import build_app
+from mimic.migrate import load_steps, migrate
+from mimic.settings import Settings
+from mimic.worker import run_worker
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+TEST_SECRETS = {
+    "STRIPE_WEBHOOK_SECRET": "whsec_test_stripe_0123456789abcdef",
+    "RESEND_WEBHOOK_SECRET": "whsec_dGVzdHJlc2VuZHNlY3JldDAxMjM0NTY3ODk=",
+    "MIMIC_SERVICE_API_KEY": "svc_test_key_0123456789",
+    "STRIPE_SECRET_KEY": "sk_test_0123456789abcdef",
+    "MIMIC_ENCRYPTION_KEYS": "k1:" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+}
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as container:
+            yield container.get_connection_url()
+        return
+    from mimic.embedded import start_embedded
+
+    yield start_embedded(str(ROOT / ".mimic" / "test"))
+
+
+def admin_execute(server: str, *statements: str) -> None:
+    with psycopg.connect(server, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+@pytest.fixture(scope="session")
+def template_name(server_url: str) -> Iterator[str]:
+    name = f"mimic_tpl_{os.getpid()}"
+    admin_execute(server_url, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
+    asyncio.run(migrate(with_database(server_url, name), load_steps()))
+    yield name
+    admin_execute(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def database_url(server_url: str, template_name: str) -> Iterator[str]:
+    name = f"mimic_t_{os.getpid()}_{next(_counter)}"
+    admin_execute(server_url, f"CREATE DATABASE {name} TEMPLATE {template_name}")
+    yield with_database(server_url, name)
+    admin_execute(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def empty_database_url(server_url: str) -> Iterator[str]:
+    name = f"mimic_e_{os.getpid()}_{next(_counter)}"
+    admin_execute(server_url, f"CREATE DATABASE {name}")
+    yield with_database(server_url, name)
+    admin_execute(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def make_settings(database_url: str | None, **overrides: str) -> Settings:
+    env = {
+        **TEST_SECRETS,
+        "MIMIC_ENV": "dev",
+        "DELIVERY_BACKOFF_BASE_SECONDS": "0.05",
+        "DELIVERY_BACKOFF_MAX_SECONDS": "0.5",
+        "WORKER_HEARTBEAT_SECONDS": "0.5",
+        "WORKER_STALLED_AFTER_SECONDS": "2",
+        "WORKER_SHUTDOWN_GRACE_SECONDS": "5",
+        "STALLED_SWEEP_SECONDS": "1",
+        **overrides,
+    }
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    return Settings.from_env(env)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@contextlib.asynccontextmanager
+async def client_for(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with client_for(create_app(settings)) as c:
+        yield c
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    settings: Settings, app: procrastinate.App | None = None
+) -> AsyncIterator[procrastinate.App]:
+    """A real procrastinate worker in this event loop, stopped (gracefully) on exit."""
+    app = app or build_app(settings)
+    task = asyncio.create_task(run_worker(settings, app=app, install_signal_handlers=False))
+    try:
+        yield app
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    """Poll an async predicate until it holds; fail the test after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"condition not met within {within}s")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,133 @@
+"""Real local HTTP servers standing in for inkpass, Resend, Postmark and Stripe.
+
+Each fake is a stdlib ``ThreadingHTTPServer`` on 127.0.0.1 with a scripted list of
+replies (status, body, headers, delay, or a dropped connection) and a record of every
+request it received. It runs in its own threads, so it never blocks the test's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int = 200
+    body: Any = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    drop: bool = False
+
+
+Responder = Callable[[Received], Reply]
+
+
+class FakeHTTPServer:
+    def __init__(self, responder: Responder | None = None) -> None:
+        self.requests: list[Received] = []
+        self._script: collections.deque[Reply] = collections.deque()
+        self._responder = responder
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def script(self, *replies: Reply) -> None:
+        """Queue replies for the next requests; after they run out, the responder answers."""
+        with self._lock:
+            self._script.extend(replies)
+
+    def _next_reply(self, received: Received) -> Reply:
+        with self._lock:
+            self.requests.append(received)
+            if self._script:
+                return self._script.popleft()
+        return self._responder(received) if self._responder else Reply()
+
+    async def wait_for_requests(self, count: int, within: float = 10.0) -> list[Received]:
+        deadline = time.monotonic() + within
+        while len(self.requests) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"expected {count} requests, got {len(self.requests)} in {within}s"
+                )
+            await asyncio.sleep(0.02)
+        return list(self.requests)
+
+    def __enter__(self) -> FakeHTTPServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                received = Received(
+                    method=self.command,
+                    path=self.path,
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    body=body,
+                )
+                reply = fake._next_reply(received)
+                if reply.delay:
+                    time.sleep(reply.delay)
+                if reply.drop:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                payload = (
+                    reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+                )
+                self.send_response(reply.status)
+                headers = {"Content-Type": "application/json", **reply.headers}
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+
+        return Handler
+
+
+def fake_server(responder: Responder | None = None) -> Iterator[FakeHTTPServer]:
+    with FakeHTTPServer(responder) as server:
+        yield server

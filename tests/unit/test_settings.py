@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import pytest
+
+from mimic.logs import RedactSecrets, settings_secrets
+from mimic.settings import ConfigError, Secret, Settings
+
+from ..conftest import TEST_SECRETS
+
+
+def test_defaults_are_dev_with_embedded_database() -> None:
+    settings = Settings.from_env({})
+    assert settings.env == "dev"
+    assert settings.database_url is None
+    assert settings.port == 8006
+    assert settings.email_provider == "dev"
+    assert (settings.dev_smtp_host, settings.dev_smtp_port) == ("localhost", 1025)
+
+
+def test_reads_the_seed_variable_names() -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://u@h/db",
+            "STRIPE_SECRET_KEY": "sk_test_x",
+            "STRIPE_WEBHOOK_SECRET": "whsec_x",
+            "RESEND_WEBHOOK_SECRET": "whsec_y",
+            "INKPASS_INTERNAL_URL": "http://inkpass:8002/",
+            "MIMIC_SERVICE_API_KEY": "svc",
+            "EMAIL_PROVIDER": "postmark",
+            "DEV_SMTP_HOST": "mailpit",
+            "DEV_SMTP_PORT": "2525",
+        }
+    )
+    assert settings.database_url == Secret("postgresql://u@h/db")
+    assert settings.stripe_webhook_secret == Secret("whsec_x")
+    assert settings.inkpass_internal_url == "http://inkpass:8002"
+    assert settings.email_provider == "postmark"
+    assert (settings.dev_smtp_host, settings.dev_smtp_port) == ("mailpit", 2525)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DEV_SMTP_PORT", "abc"),
+        ("MIMIC_PORT", "70000"),
+        ("MIMIC_ENV", "staging"),
+        ("EMAIL_PROVIDER", "sendgrid"),
+        ("INKPASS_INTERNAL_URL", "inkpass:8002"),
+        ("DELIVERY_BACKOFF_BASE_SECONDS", "-1"),
+        ("MIMIC_ENCRYPTION_KEYS", "k1:not-base64"),
+    ],
+)
+def test_bad_value_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({name: value})
+    message = str(info.value)
+    assert message.startswith(f"{name}:")
+    assert "\n" not in message
+    assert value not in message
+
+
+def test_bad_secret_value_is_never_echoed() -> None:
+    key = "k1:c2VjcmV0LXRvby1zaG9ydA=="  # valid base64, wrong length
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"MIMIC_ENCRYPTION_KEYS": key})
+    assert "c2VjcmV0" not in str(info.value)
+
+
+def test_production_refuses_missing_secrets() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"MIMIC_ENV": "production", "DATABASE_URL": "postgresql://x/y"})
+    message = str(info.value)
+    for name in ("STRIPE_WEBHOOK_SECRET", "RESEND_WEBHOOK_SECRET", "MIMIC_SERVICE_API_KEY"):
+        assert name in message
+    assert "DATABASE_URL" not in message
+
+
+def test_production_with_every_secret_starts() -> None:
+    env = {**TEST_SECRETS, "MIMIC_ENV": "production", "DATABASE_URL": "postgresql://x/y"}
+    assert Settings.from_env(env).env == "production"
+
+
+def test_secret_repr_is_masked() -> None:
+    settings = Settings.from_env(TEST_SECRETS)
+    text = repr(settings)
+    for value in TEST_SECRETS.values():
+        assert value not in text
+
+
+def test_log_filter_masks_every_configured_secret() -> None:
+    import logging
+
+    settings = Settings.from_env(TEST_SECRETS)
+    secret = TEST_SECRETS["STRIPE_WEBHOOK_SECRET"]
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "key=%s", (secret,), None)
+    RedactSecrets(settings_secrets(settings)).filter(record)
+    assert secret not in record.getMessage()
+    assert "[redacted]" in record.getMessage()
