@@ -33,9 +33,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 
 #: A connection from the pool or a direct one; both run the same queries.
-Connection: TypeAlias = (
-    "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
-)
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 
 def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:

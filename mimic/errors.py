@@ -9,8 +9,10 @@ class MimicError(Exception):
     status_code = 500
     code = "internal_error"
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
         self.message = message or (self.__doc__ or "").strip()
+        if code is not None:
+            self.code = code
         super().__init__(self.message)
 
 
