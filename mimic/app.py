@@ -18,17 +18,12 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from mimic import __version__
 from mimic.db import Database, create_pool
 from mimic.deps import Deps
-from mimic.errors import MimicError
+from mimic.errors import ErrorBody, MimicError
 from mimic.health import healthz, metrics, readyz
 from mimic.migrate import Step, load_steps
 from mimic.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-
-class ErrorBody(msgspec.Struct, kw_only=True):
-    error: str
-    detail: str
 
 
 def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:

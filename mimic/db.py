@@ -37,13 +37,17 @@ Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProx
 
 
 def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
-    """Parse a ``-- name: x`` sectioned SQL file shipped inside ``package``."""
+    """Load the ``-- name: x`` sectioned SQL file shipped inside ``package``."""
     text = (resources.files(package) / filename).read_text(encoding="utf-8")
+    return parse_queries(text, f"{package}/{filename}")
+
+
+def parse_queries(text: str, source: str) -> dict[str, str]:
     parts = _QUERY_HEADER.split(text)
     queries: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         if name in queries:
-            raise ValueError(f"duplicate query {name!r} in {package}/{filename}")
+            raise ValueError(f"duplicate query {name!r} in {source}")
         # Drop the one-line description comment(s) under the header.
         sql = "\n".join(
             line for line in body.strip().splitlines() if not line.startswith("--")

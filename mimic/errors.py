@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import msgspec
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    """Every error response: a stable machine code and a human sentence."""
+
+    error: str
+    detail: str
+
 
 class MimicError(Exception):
     """Internal error."""
@@ -58,11 +67,23 @@ class Unprocessable(MimicError):
     code = "unprocessable"
 
 
-class DatabaseUnavailable(MimicError):
-    """The database is unavailable; retry later."""
+class ServiceUnavailable(MimicError):
+    """The service is unavailable; retry later."""
 
     status_code = 503
+    code = "unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database is unavailable; retry later."""
+
     code = "database_unavailable"
+
+
+class NotConfigured(ServiceUnavailable):
+    """This feature is not configured on the server."""
+
+    code = "not_configured"
 
 
 class SchemaError(MimicError):

@@ -94,10 +94,13 @@ class RetryableError(Exception):
 
 
 class BackoffRetry(BaseRetryStrategy):
-    """Exponential backoff with jitter for :class:`RetryableError`, honouring Retry-After."""
+    """Exponential backoff with jitter for :class:`RetryableError`, honouring Retry-After.
 
-    def __init__(self, *, max_attempts: int, base: float, cap: float) -> None:
-        self.max_attempts = max_attempts
+    The task decides whether to retry (it knows its own attempt budget); any other
+    exception fails the job for good.
+    """
+
+    def __init__(self, *, base: float, cap: float) -> None:
         self.base = base
         self.cap = cap
 
@@ -109,8 +112,6 @@ class BackoffRetry(BaseRetryStrategy):
 
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
         if not isinstance(exception, RetryableError):
-            return None
-        if job.attempts + 1 >= self.max_attempts:
             return None
         seconds = self.delay(job.attempts, exception.retry_after)
         retry_at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
@@ -149,8 +150,8 @@ def _register_sweep(app: procrastinate.App, settings: Settings) -> None:
 def build_app(settings: Settings) -> procrastinate.App:
     """The procrastinate app for the worker and the CLI, with every Mimic task."""
     # Local imports: feature modules import this module for defer_jobs and Deps.
+    from mimic.billing.inkpass import register as register_billing
     from mimic.egress.tasks import register as register_egress
-    from mimic.ingress.tasks import register as register_ingress
 
     assert settings.database_url is not None, "resolve the database URL first"
     connector = procrastinate.PsycopgConnector(
@@ -160,7 +161,7 @@ def build_app(settings: Settings) -> procrastinate.App:
     app = procrastinate.App(connector=connector)
     registrars: list[TaskRegistrar] = [
         _register_sweep,
-        register_ingress,
+        register_billing,
         register_egress,
     ]
     for register in registrars:

@@ -9,16 +9,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import pathlib
+import time
 import urllib.parse
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
+import asyncpg
 import procrastinate
 import psycopg
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from stripe import WebhookSignature
 
 from mimic.app import create_app
 from mimic.jobs import build_app
@@ -159,3 +165,61 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 10.
         if asyncio.get_running_loop().time() > deadline:
             pytest.fail(f"condition not met within {within}s")
         await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def live_api(settings: Settings) -> AsyncIterator[str]:
+    """The real app behind a real uvicorn server on a free loopback port."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=0, log_config=None, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def stripe_event(event_type: str = "customer.subscription.created", **fields: Any) -> bytes:
+    """A Stripe-shaped event body."""
+    event = {
+        "id": fields.pop("id", f"evt_{uuid.uuid4().hex[:24]}"),
+        "object": "event",
+        "type": event_type,
+        "created": 1_790_000_000,
+        "livemode": False,
+        "data": {"object": fields.pop("obj", {"id": "sub_123", "object": "subscription"})},
+        **fields,
+    }
+    return json.dumps(event).encode()
+
+
+def stripe_headers(
+    body: bytes, *, secret: str | None = None, timestamp: int | None = None
+) -> dict[str, str]:
+    header = WebhookSignature.generate_signature_header(
+        body.decode(),
+        secret or TEST_SECRETS["STRIPE_WEBHOOK_SECRET"],
+        timestamp=timestamp if timestamp is not None else int(time.time()),
+    )
+    return {"Stripe-Signature": header, "Content-Type": "application/json"}
+
+
+async def table_counts(database_url: str) -> dict[str, int]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return {
+            table: await conn.fetchval(f"SELECT count(*) FROM {table}")
+            for table in ("webhook_events", "webhook_deliveries", "procrastinate_jobs")
+        }
+    finally:
+        await conn.close()
