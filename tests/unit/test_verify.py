@@ -13,7 +13,7 @@ NOW = time.time()
 
 
 def header(body: bytes = BODY, secret: str = SECRET, at: float = NOW) -> str:
-    return WebhookSignature.generate_signature_header(body.decode(), secret, timestamp=int(at))
+    return str(WebhookSignature.generate_signature_header(body.decode(), secret, timestamp=int(at)))
 
 
 def check(h: str | None, body: bytes = BODY, now: float = NOW) -> None:
