@@ -31,9 +31,9 @@ RETURNING d.attempt_count, d.task_name, e.id AS event_uuid, e.provider, e.event_
 SELECT status FROM webhook_deliveries WHERE id = $1
 
 -- name: finish_delivery
--- Record the outcome of one attempt.
+-- Record the outcome of one attempt; last_error keeps the latest failure, even after success.
 UPDATE webhook_deliveries
-   SET status = $2, result = $3::jsonb, last_error = $4, updated_at = now(),
+   SET status = $2, result = $3::jsonb, last_error = coalesce($4, last_error), updated_at = now(),
        completed_at = CASE WHEN $2 IN ('success', 'failed') THEN now() END
  WHERE id = $1
 RETURNING event_id

@@ -45,3 +45,11 @@ def stop(proc: subprocess.Popen[bytes], sig: int, timeout: float = 30.0) -> str:
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=timeout)
     return out.decode()
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL: no chance to clean up, as when a machine dies."""
+    proc.kill()
+    proc.wait(timeout=10)
+    if proc.stdout:
+        proc.stdout.close()

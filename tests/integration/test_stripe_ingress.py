@@ -7,6 +7,8 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 import httpx
@@ -146,32 +148,33 @@ def rejected(reason: str) -> float:
     return value or 0.0
 
 
-NOW = int(time.time())
 GOOD = stripe_event("invoice.paid", id="evt_bad_input")
+NUL = b'{"id": "evt_nul", "type": "x", "note": "\\u0000"}'
+
+
+def signed(body: bytes, **kwargs: Any) -> Callable[[], dict[str, str]]:
+    """Sign at test time, not at collection time, so the timestamp is fresh."""
+    return lambda: stripe_headers(body, **kwargs)
+
+
+def raw(value: str) -> Callable[[], dict[str, str]]:
+    return lambda: {"Stripe-Signature": value} if value else {}
 
 
 @pytest.mark.parametrize(
     ("body", "headers", "reason"),
     [
-        (GOOD, {}, "missing_signature"),
-        (GOOD, {"Stripe-Signature": "nonsense"}, "malformed_signature"),
-        (GOOD, {"Stripe-Signature": f"t={NOW},v1=zz"}, "malformed_signature"),
-        (GOOD, stripe_headers(GOOD, secret="whsec_wrong"), "signature_mismatch"),
-        (
-            GOOD,
-            stripe_headers(GOOD.replace(b"invoice.paid", b"invoice.pain")),
-            "signature_mismatch",
-        ),
-        (GOOD, stripe_headers(GOOD, timestamp=NOW - 301), "timestamp_out_of_tolerance"),
-        (GOOD, stripe_headers(GOOD, timestamp=NOW + 3600), "timestamp_out_of_tolerance"),
-        (b"{not json", stripe_headers(b"{not json"), "invalid_json"),
-        (b'{"type": "invoice.paid"}', stripe_headers(b'{"type": "invoice.paid"}'), "invalid_event"),
-        (b"[1, 2]", stripe_headers(b"[1, 2]"), "invalid_event"),
-        (
-            b'{"id": "evt_nul", "type": "x", "note": "\\u0000"}',
-            stripe_headers(b'{"id": "evt_nul", "type": "x", "note": "\\u0000"}'),
-            "invalid_json",
-        ),
+        (GOOD, raw(""), "missing_signature"),
+        (GOOD, raw("nonsense"), "malformed_signature"),
+        (GOOD, raw("t=1790000000,v1=zz"), "malformed_signature"),
+        (GOOD, signed(GOOD, secret="whsec_wrong"), "signature_mismatch"),
+        (GOOD, signed(GOOD.replace(b"invoice.paid", b"invoice.pain")), "signature_mismatch"),
+        (GOOD, signed(GOOD, timestamp=int(time.time()) - 301), "timestamp_out_of_tolerance"),
+        (GOOD, signed(GOOD, timestamp=int(time.time()) + 3600), "timestamp_out_of_tolerance"),
+        (b"{not json", signed(b"{not json"), "invalid_json"),
+        (b'{"type": "invoice.paid"}', signed(b'{"type": "invoice.paid"}'), "invalid_event"),
+        (b"[1, 2]", signed(b"[1, 2]"), "invalid_event"),
+        (NUL, signed(NUL), "invalid_json"),
     ],
 )
 async def test_bad_input_is_400_named_logged_counted_and_not_stored(
@@ -179,12 +182,12 @@ async def test_bad_input_is_400_named_logged_counted_and_not_stored(
     database_url: str,
     caplog: pytest.LogCaptureFixture,
     body: bytes,
-    headers: dict[str, str],
+    headers: Callable[[], dict[str, str]],
     reason: str,
 ) -> None:
     before = rejected(reason)
     with caplog.at_level(logging.WARNING, logger="mimic"):
-        response = await client.post(URL, content=body, headers=headers)
+        response = await client.post(URL, content=body, headers=headers())
     assert response.status_code == 400
     assert response.json()["error"] == reason
     assert await table_counts(database_url) == {

@@ -1,0 +1,115 @@
+"""Real `mimic worker` processes: SIGKILL mid-delivery is recovered; SIGTERM drains."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+
+from mimic.app import create_app
+
+from ..conftest import (
+    TEST_SECRETS,
+    client_for,
+    make_settings,
+    stripe_event,
+    stripe_headers,
+    wait_for,
+)
+from ..fakes import FakeHTTPServer, Reply
+from .procs import kill, start_mimic, stop
+
+pytestmark = pytest.mark.slow
+
+URL = "/api/v1/gateway/webhooks/stripe"
+
+
+@pytest.fixture
+def inkpass() -> Iterator[FakeHTTPServer]:
+    with FakeHTTPServer() as server:
+        yield server
+
+
+def worker_env(database_url: str, inkpass: FakeHTTPServer) -> dict[str, str]:
+    return {
+        **TEST_SECRETS,
+        "DATABASE_URL": database_url,
+        "INKPASS_INTERNAL_URL": inkpass.url,
+        "INKPASS_TIMEOUT_SECONDS": "30",
+        "WORKER_HEARTBEAT_SECONDS": "0.5",
+        "WORKER_STALLED_AFTER_SECONDS": "2",
+        "STALLED_SWEEP_SECONDS": "1",
+        "WORKER_SHUTDOWN_GRACE_SECONDS": "10",
+        "DELIVERY_BACKOFF_BASE_SECONDS": "0.05",
+    }
+
+
+async def post_event(database_url: str, event_id: str) -> uuid.UUID:
+    async with client_for(create_app(make_settings(database_url))) as client:
+        body = stripe_event("invoice.paid", id=event_id)
+        response = await client.post(URL, content=body, headers=stripe_headers(body))
+    assert response.status_code == 200
+    return uuid.UUID(response.json()["event_id"])
+
+
+async def status_of(database_url: str, event: uuid.UUID) -> str:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return str(await conn.fetchval("SELECT status FROM webhook_events WHERE id = $1", event))
+    finally:
+        await conn.close()
+
+
+async def test_sigkill_mid_delivery_is_retried_by_the_stalled_job_sweep(
+    database_url: str, inkpass: FakeHTTPServer
+) -> None:
+    # The first call hangs (the worker dies during it); the retry answers 200.
+    inkpass.script(Reply(status=200, delay=30), Reply(status=200))
+    event = await post_event(database_url, "evt_sigkill")
+    env = worker_env(database_url, inkpass)
+
+    first = start_mimic("worker", env)
+    try:
+        await inkpass.wait_for_requests(1, within=30)
+    finally:
+        await asyncio.to_thread(kill, first)
+    assert await status_of(database_url, event) == "received"
+
+    second = start_mimic("worker", env)
+    try:
+
+        async def delivered() -> bool:
+            return await status_of(database_url, event) == "delivered"
+
+        await wait_for(delivered, within=30)
+    finally:
+        output = await asyncio.to_thread(stop, second, signal.SIGTERM)
+    assert "retried stalled job" in output
+    keys = [r.headers["idempotency-key"] for r in inkpass.requests]
+    assert len(keys) == 2
+    assert len(set(keys)) == 1
+
+
+async def test_sigterm_lets_the_in_flight_delivery_finish(
+    database_url: str, inkpass: FakeHTTPServer
+) -> None:
+    inkpass.script(Reply(status=200, delay=1.5))
+    event = await post_event(database_url, "evt_sigterm")
+    worker = start_mimic("worker", worker_env(database_url, inkpass))
+    try:
+        await inkpass.wait_for_requests(1, within=30)
+    finally:
+        output = await asyncio.to_thread(stop, worker, signal.SIGTERM)
+    assert worker.returncode == 0, output
+    assert "Traceback" not in output
+    assert await status_of(database_url, event) == "delivered"
+    assert len(inkpass.requests) == 1
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM procrastinate_workers") == 0
+    finally:
+        await conn.close()

@@ -1,0 +1,270 @@
+"""Webhook -> real procrastinate worker -> real local inkpass, with retries and roll-up."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from mimic.app import create_app
+from mimic.jobs import QUEUE_WEBHOOKS, JobToDefer, defer_jobs
+from mimic.settings import Settings
+
+from ..conftest import (
+    TEST_SECRETS,
+    client_for,
+    make_settings,
+    running_worker,
+    stripe_event,
+    stripe_headers,
+    wait_for,
+)
+from ..fakes import FakeHTTPServer, Reply
+
+URL = "/api/v1/gateway/webhooks/stripe"
+
+
+@pytest.fixture
+def inkpass() -> Iterator[FakeHTTPServer]:
+    with FakeHTTPServer() as server:
+        yield server
+
+
+def routing_settings(database_url: str, inkpass: FakeHTTPServer, **extra: str) -> Settings:
+    return make_settings(
+        database_url,
+        INKPASS_INTERNAL_URL=inkpass.url,
+        INKPASS_TIMEOUT_SECONDS="0.5",
+        DELIVERY_MAX_ATTEMPTS="3",
+        **extra,
+    )
+
+
+@pytest.fixture
+def settings(database_url: str, inkpass: FakeHTTPServer) -> Settings:
+    return routing_settings(database_url, inkpass)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+async def send(client: AsyncTestClient[Litestar], event_type: str, **fields: object) -> str:
+    body = stripe_event(event_type, **fields)
+    response = await client.post(URL, content=body, headers=stripe_headers(body))
+    assert response.status_code == 200
+    return str(response.json()["event_id"])
+
+
+async def event_settled(db: asyncpg.Connection, event_id: str) -> asyncpg.Record:
+    async def settled() -> bool:
+        status = await db.fetchval(
+            "SELECT status FROM webhook_events WHERE id = $1", uuid.UUID(event_id)
+        )
+        return status in ("delivered", "failed")
+
+    await wait_for(settled, within=15)
+    row = await db.fetchrow("SELECT * FROM webhook_events WHERE id = $1", uuid.UUID(event_id))
+    assert row is not None
+    return row
+
+
+async def delivery_of(db: asyncpg.Connection, event_id: str) -> asyncpg.Record:
+    row = await db.fetchrow(
+        "SELECT * FROM webhook_deliveries WHERE event_id = $1", uuid.UUID(event_id)
+    )
+    assert row is not None
+    return row
+
+
+async def job_status(db: asyncpg.Connection, job_id: int) -> str:
+    async def finished() -> bool:
+        status = await db.fetchval("SELECT status FROM procrastinate_jobs WHERE id = $1", job_id)
+        return status in ("succeeded", "failed")
+
+    await wait_for(finished)
+    return str(await db.fetchval("SELECT status FROM procrastinate_jobs WHERE id = $1", job_id))
+
+
+async def test_2xx_marks_success_with_contract_and_headers(
+    client: AsyncTestClient[Litestar],
+    settings: Settings,
+    db: asyncpg.Connection,
+    inkpass: FakeHTTPServer,
+) -> None:
+    inkpass.script(Reply(status=201, body={"ok": True}))
+    event_id = await send(
+        client,
+        "checkout.session.completed",
+        id="evt_route_ok",
+        obj={
+            "id": "cs_1",
+            "object": "checkout.session",
+            "customer": "cus_1",
+            "customer_email": "user@example.com",
+            "subscription": "sub_1",
+            "metadata": {"product_type": "pro"},
+        },
+    )
+    async with running_worker(settings):
+        event = await event_settled(db, event_id)
+    assert event["status"] == "delivered"
+    assert event["processed_at"] is not None
+    assert event["retry_count"] == 0
+    delivery = await delivery_of(db, event_id)
+    assert delivery["status"] == "success"
+    assert delivery["attempt_count"] == 1
+    assert json.loads(delivery["result"]) == {"status_code": 201, "body": '{"ok": true}'}
+    assert await job_status(db, delivery["job_id"]) == "succeeded"
+
+    [call] = inkpass.requests
+    assert call.method == "POST"
+    assert call.path == "/internal/billing/subscription-created"
+    assert call.headers["x-api-key"] == TEST_SECRETS["MIMIC_SERVICE_API_KEY"]
+    assert call.headers["idempotency-key"] == str(delivery["id"])
+    body = call.json()
+    assert body["event_id"] == "evt_route_ok"
+    assert body["event_type"] == "checkout.session.completed"
+    assert body["mimic_event_id"] == event_id
+    assert body["customer_id"] == "cus_1"
+    assert body["customer_email"] == "user@example.com"
+    assert body["subscription_id"] == "sub_1"
+    assert body["product_type"] == "pro"
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        Reply(status=500),
+        Reply(status=503),
+        Reply(status=429),
+        Reply(status=408),
+        Reply(drop=True),
+        Reply(delay=1.0),  # slower than INKPASS_TIMEOUT_SECONDS
+    ],
+    ids=["500", "503", "429", "408", "dropped", "slow"],
+)
+async def test_transient_failure_is_retried_with_the_same_idempotency_key(
+    client: AsyncTestClient[Litestar],
+    settings: Settings,
+    db: asyncpg.Connection,
+    inkpass: FakeHTTPServer,
+    first: Reply,
+) -> None:
+    inkpass.script(first, Reply(status=200))
+    event_id = await send(client, "invoice.paid")
+    async with running_worker(settings):
+        event = await event_settled(db, event_id)
+    assert event["status"] == "delivered"
+    assert event["retry_count"] == 1
+    delivery = await delivery_of(db, event_id)
+    assert delivery["status"] == "success"
+    assert delivery["attempt_count"] == 2
+    assert delivery["last_error"] is not None
+    keys = {r.headers["idempotency-key"] for r in inkpass.requests}
+    assert keys == {str(delivery["id"])}
+    assert len(inkpass.requests) == 2
+
+
+async def test_retry_after_is_honoured(
+    client: AsyncTestClient[Litestar],
+    settings: Settings,
+    db: asyncpg.Connection,
+    inkpass: FakeHTTPServer,
+) -> None:
+    inkpass.script(Reply(status=503, headers={"Retry-After": "1"}), Reply(status=200))
+    event_id = await send(client, "invoice.paid")
+    async with running_worker(settings):
+        started = time.monotonic()
+        await event_settled(db, event_id)
+    assert len(inkpass.requests) == 2
+    # The backoff alone would be <= 0.5 s (DELIVERY_BACKOFF_MAX_SECONDS in tests).
+    assert time.monotonic() - started >= 0.9
+
+
+async def test_other_4xx_fails_at_once(
+    client: AsyncTestClient[Litestar],
+    settings: Settings,
+    db: asyncpg.Connection,
+    inkpass: FakeHTTPServer,
+) -> None:
+    inkpass.script(Reply(status=400, body={"error": "unknown customer"}))
+    event_id = await send(client, "customer.subscription.deleted")
+    async with running_worker(settings):
+        event = await event_settled(db, event_id)
+        delivery = await delivery_of(db, event_id)
+        assert await job_status(db, delivery["job_id"]) == "failed"
+    assert event["status"] == "failed"
+    assert "HTTP 400" in event["error_message"]
+    assert event["processed_at"] is not None
+    assert delivery["status"] == "failed"
+    assert delivery["attempt_count"] == 1
+    assert len(inkpass.requests) == 1
+
+
+async def test_exhausted_retries_end_failed(
+    client: AsyncTestClient[Litestar],
+    settings: Settings,
+    db: asyncpg.Connection,
+    inkpass: FakeHTTPServer,
+) -> None:
+    inkpass.script(*[Reply(status=500, body={"error": "boom"})] * 5)
+    event_id = await send(client, "customer.subscription.updated")
+    async with running_worker(settings):
+        event = await event_settled(db, event_id)
+    delivery = await delivery_of(db, event_id)
+    assert len(inkpass.requests) == 3  # DELIVERY_MAX_ATTEMPTS
+    assert delivery["status"] == "failed"
+    assert delivery["attempt_count"] == 3
+    assert "HTTP 500" in delivery["last_error"]
+    assert event["status"] == "failed"
+    assert event["retry_count"] == 2
+
+
+async def test_a_succeeded_delivery_is_never_called_again(
+    client: AsyncTestClient[Litestar],
+    settings: Settings,
+    db: asyncpg.Connection,
+    inkpass: FakeHTTPServer,
+) -> None:
+    event_id = await send(client, "invoice.paid")
+    async with running_worker(settings):
+        await event_settled(db, event_id)
+        delivery = await delivery_of(db, event_id)
+        # A second job for the same delivery (an operator retry, a stalled-job retry).
+        async with db.transaction():
+            [job_id] = await defer_jobs(
+                db,
+                [
+                    JobToDefer(
+                        task_name=delivery["task_name"],
+                        queue=QUEUE_WEBHOOKS,
+                        args={"delivery_id": str(delivery["id"])},
+                    )
+                ],
+            )
+        assert await job_status(db, job_id) == "succeeded"
+    assert len(inkpass.requests) == 1
+    assert (await delivery_of(db, event_id))["attempt_count"] == 1
+
+
+async def test_worker_wakes_on_notify_not_polling(
+    database_url: str, db: asyncpg.Connection, inkpass: FakeHTTPServer
+) -> None:
+    settings = routing_settings(database_url, inkpass)
+    async with running_worker(settings), client_for(create_app(settings)) as client:
+        await inkpass.wait_for_requests(0)
+        started = time.monotonic()
+        await send(client, "invoice.paid")
+        await inkpass.wait_for_requests(1, within=5)
+    # procrastinate polls every 5 s by default; LISTEN/NOTIFY makes this far faster.
+    assert time.monotonic() - started < 1.0
