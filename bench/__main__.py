@@ -1,0 +1,263 @@
+"""`make bench`: ingress throughput and webhook-to-inkpass latency, printed.
+
+Everything runs on this machine over loopback: a fresh embedded Postgres, `mimic api` and
+`mimic worker` as real processes, an inkpass stand-in, and the load generator (this
+process). They all share the machine's cores, so the figures are for the whole system on
+one box, not for the API alone.
+
+  python -m bench [--requests 5000] [--concurrency 16] [--e2e 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import uvicorn
+from stripe import WebhookSignature
+
+from mimic.embedded import start_embedded
+from mimic.migrate import load_steps, migrate
+
+SECRET = "whsec_bench_only_secret"
+PATH = "/api/v1/gateway/webhooks/stripe"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def signed_request(port: int, event_type: str = "invoice.paid") -> tuple[bytes, str]:
+    event_id = f"evt_bench_{uuid.uuid4().hex}"
+    body = json.dumps(
+        {
+            "id": event_id,
+            "object": "event",
+            "type": event_type,
+            "created": int(time.time()),
+            "livemode": False,
+            "data": {
+                "object": {
+                    "id": "in_bench",
+                    "object": "invoice",
+                    "customer": "cus_bench",
+                    "customer_email": "bench@example.com",
+                    "subscription": "sub_bench",
+                    "amount_paid": 1200,
+                    "currency": "usd",
+                    "status": "paid",
+                }
+            },
+        }
+    )
+    sig = WebhookSignature.generate_signature_header(body, SECRET)
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nStripe-Signature: {sig}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body.encode(), event_id
+
+
+class Connection:
+    """A minimal keep-alive HTTP/1.1 client: the generator must cost less than the server."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def send(self, request: bytes) -> int:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def report(name: str, latencies: list[float]) -> str:
+    ms = [v * 1000 for v in latencies]
+    return (
+        f"{name}: n={len(ms)} p50={percentile(ms, 50):.1f} ms p90={percentile(ms, 90):.1f} ms "
+        f"p99={percentile(ms, 99):.1f} ms max={max(ms):.1f} ms mean={statistics.mean(ms):.1f} ms"
+    )
+
+
+async def throughput(port: int, requests: int, concurrency: int) -> None:
+    prepared = [signed_request(port)[0] for _ in range(requests)]
+    connections = [await Connection.open(port) for _ in range(concurrency)]
+    # Warm-up: connections, pool, caches.
+    for conn in connections:
+        assert await conn.send(signed_request(port)[0]) == 200
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    queue = iter(prepared)
+
+    async def drive(conn: Connection) -> None:
+        for request in queue:
+            started = time.perf_counter()
+            status = await conn.send(request)
+            latencies.append(time.perf_counter() - started)
+            statuses[status] = statuses.get(status, 0) + 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(drive(conn) for conn in connections))
+    elapsed = time.perf_counter() - started
+    for conn in connections:
+        conn.close()
+    print(
+        f"ingress: {requests} signed Stripe webhooks at concurrency {concurrency} in "
+        f"{elapsed:.2f} s = {requests / elapsed:.0f} webhooks/s; statuses {statuses}"
+    )
+    print("  " + report("ingress latency", latencies))
+
+
+def inkpass_app(arrivals: dict[str, float]) -> Callable[..., Awaitable[None]]:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        more = True
+        body = b""
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        event_id = json.loads(body)["event_id"]
+        arrivals.setdefault(event_id, time.time())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    return app
+
+
+async def end_to_end(port: int, arrivals: dict[str, float], count: int) -> None:
+    conn = await Connection.open(port)
+    sent: dict[str, float] = {}
+    for _ in range(count):
+        request, event_id = signed_request(port)
+        sent[event_id] = time.time()
+        assert await conn.send(request) == 200
+        await asyncio.sleep(0.02)  # a steady trickle, not a backlog
+    deadline = time.monotonic() + 30
+    while not all(e in arrivals for e in sent) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    conn.close()
+    latencies = [arrivals[e] - sent[e] for e in sent if e in arrivals]
+    print(f"end-to-end: {len(latencies)}/{count} webhooks reached inkpass")
+    print("  " + report("webhook POST -> inkpass call", latencies))
+
+
+async def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    async with httpx.AsyncClient() as http:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise SystemExit(f"process exited with {proc.returncode}")
+            try:
+                if (await http.get(url)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"{url} never became ready")
+
+
+async def pending_jobs(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def main(args: argparse.Namespace) -> None:
+    data_dir = tempfile.mkdtemp(prefix="mimic-bench-")
+    dsn = os.environ.get("DATABASE_URL") or start_embedded(data_dir)
+    await migrate(dsn, load_steps())
+    api_port, inkpass_port = free_port(), free_port()
+    arrivals: dict[str, float] = {}
+    inkpass = uvicorn.Server(
+        uvicorn.Config(
+            inkpass_app(arrivals), host="127.0.0.1", port=inkpass_port, log_level="error"
+        )
+    )
+    inkpass_task = asyncio.create_task(inkpass.serve())
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "MIMIC_PORT": str(api_port),
+        "MIMIC_LOG_LEVEL": "WARNING",
+        "STRIPE_WEBHOOK_SECRET": SECRET,
+        "MIMIC_SERVICE_API_KEY": "bench-key",
+        "INKPASS_INTERNAL_URL": f"http://127.0.0.1:{inkpass_port}",
+    }
+    api = subprocess.Popen([sys.executable, "-m", "mimic", "api"], env=env)
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        await wait_ready(f"http://127.0.0.1:{api_port}/readyz", api)
+        source = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded pgserver"
+        print(f"machine: {os.cpu_count()} cores; Postgres: {source}")
+        print("phase 1: ingress only (API + Postgres; no worker running)")
+        await throughput(api_port, args.requests, args.concurrency)
+
+        print("phase 2: API + worker + inkpass stand-in")
+        worker = subprocess.Popen([sys.executable, "-m", "mimic", "worker"], env=env)
+        drain_started = time.perf_counter()
+        while await pending_jobs(dsn):
+            await asyncio.sleep(0.2)
+        drained = time.perf_counter() - drain_started
+        print(
+            f"worker drained the phase-1 backlog ({args.requests + args.concurrency} jobs) "
+            f"in {drained:.2f} s including startup"
+        )
+        arrivals.clear()
+        await end_to_end(api_port, arrivals, args.e2e)
+    finally:
+        for proc in (api, worker):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
+        inkpass.should_exit = True
+        await inkpass_task
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--e2e", type=int, default=300, help="webhooks for the latency phase")
+    asyncio.run(main(parser.parse_args()))
