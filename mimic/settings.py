@@ -143,7 +143,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             worker_heartbeat_seconds=reader.number("WORKER_HEARTBEAT_SECONDS", 10.0),
             worker_stalled_after_seconds=reader.number("WORKER_STALLED_AFTER_SECONDS", 30.0),
             worker_shutdown_grace_seconds=reader.number("WORKER_SHUTDOWN_GRACE_SECONDS", 30.0),
-            stalled_sweep_seconds=reader.integer("STALLED_SWEEP_SECONDS", 60, low=1),
+            stalled_sweep_seconds=reader.integer("STALLED_SWEEP_SECONDS", 60, low=1, high=60),
             email_provider=cast(
                 EmailProvider, reader.choice("EMAIL_PROVIDER", EmailProvider, "dev")
             ),
