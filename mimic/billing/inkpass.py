@@ -13,7 +13,7 @@ import msgspec
 import procrastinate
 
 from mimic.deps import Deps
-from mimic.ingress.delivery import DeliveryContext, TargetRequest, run_delivery
+from mimic.ingress.delivery import DeliveryContext, TargetRequest, http_delivery, run_delivery
 from mimic.ingress.store import Route
 from mimic.jobs import QUEUE_WEBHOOKS, BackoffRetry, deps_of
 from mimic.settings import Settings
@@ -135,7 +135,6 @@ def inkpass_request(context: DeliveryContext, deps: Deps) -> TargetRequest:
         headers["X-API-Key"] = deps.settings.service_api_key.get()
     path = KINDS[_kind_of(context.task_name)]
     return TargetRequest(
-        target_service=TARGET,
         url=f"{deps.settings.inkpass_internal_url}/internal/billing/{path}",
         body=msgspec.json.encode(inkpass_event(context)),
         headers=headers,
@@ -147,8 +146,10 @@ def register(app: procrastinate.App, settings: Settings) -> None:
         base=settings.delivery_backoff_base_seconds, cap=settings.delivery_backoff_max_seconds
     )
 
+    deliver = http_delivery(inkpass_request)
+
     async def route_to_inkpass(context: procrastinate.JobContext, delivery_id: str) -> None:
-        await run_delivery(deps_of(context), delivery_id, inkpass_request)
+        await run_delivery(deps_of(context), delivery_id, deliver)
 
     for kind in KINDS:
         app.task(name=task_name(kind), queue=QUEUE_WEBHOOKS, pass_context=True, retry=retry)(

@@ -1,4 +1,7 @@
-"""One delivery attempt to an internal service, with outcome tracking and event roll-up.
+"""One delivery attempt of a stored event, with outcome tracking and event roll-up.
+
+A delivery is performed by an HTTP call to an internal service (``http_delivery``) or by a
+local handler inside Mimic (``Outcome`` from any coroutine); the bookkeeping is the same.
 
 At-least-once: an attempt is counted before the call, every call carries
 ``Idempotency-Key: <delivery id>``, and a delivery already marked ``success`` is never
@@ -12,8 +15,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
 
 import httpx
 import msgspec
@@ -44,7 +47,6 @@ class DeliveryContext(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class TargetRequest(msgspec.Struct, kw_only=True, frozen=True):
-    target_service: str
     url: str
     body: bytes
     headers: dict[str, str]
@@ -53,8 +55,8 @@ class TargetRequest(msgspec.Struct, kw_only=True, frozen=True):
 BuildRequest = Callable[[DeliveryContext, Deps], TargetRequest]
 
 
-class _Outcome(msgspec.Struct, kw_only=True, frozen=True):
-    kind: str  # "success" | "retry" | "permanent"
+class Outcome(msgspec.Struct, kw_only=True, frozen=True):
+    kind: Literal["success", "retry", "permanent"]
     error: str | None = None
     result: dict[str, Any] | None = None
     retry_after: float | None = None
@@ -74,35 +76,45 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
     return max(when.timestamp() - now, 0.0)
 
 
-def classify(response: httpx.Response) -> _Outcome:
+def classify(response: httpx.Response) -> Outcome:
     result = {
         "status_code": response.status_code,
         "body": response.text[:RESULT_BODY_LIMIT],
     }
     code = response.status_code
     if 200 <= code < 300:
-        return _Outcome(kind="success", result=result)
+        return Outcome(kind="success", result=result)
     error = f"HTTP {code}: {response.text[:200]}"
     if code in (408, 429) or code >= 500:
         retry_after = retry_after_seconds(response.headers.get("retry-after"), time.time())
-        return _Outcome(kind="retry", error=error, result=result, retry_after=retry_after)
-    return _Outcome(kind="permanent", error=error, result=result)
+        return Outcome(kind="retry", error=error, result=result, retry_after=retry_after)
+    return Outcome(kind="permanent", error=error, result=result)
 
 
-async def _call(deps: Deps, request: TargetRequest) -> _Outcome:
+async def _call(deps: Deps, request: TargetRequest) -> Outcome:
     timeout = deps.settings.inkpass_timeout_seconds
     try:
         response = await deps.http.post(
             request.url, content=request.body, headers=request.headers, timeout=timeout
         )
     except httpx.TimeoutException:
-        return _Outcome(kind="retry", error=f"timed out after {timeout:g}s")
+        return Outcome(kind="retry", error=f"timed out after {timeout:g}s")
     except httpx.TransportError as exc:
-        return _Outcome(kind="retry", error=f"connection error: {type(exc).__name__}")
+        return Outcome(kind="retry", error=f"connection error: {type(exc).__name__}")
     return classify(response)
 
 
-async def run_delivery(deps: Deps, delivery_id: str, build: BuildRequest) -> None:
+Perform = Callable[[DeliveryContext, Deps], Awaitable[Outcome]]
+
+
+def http_delivery(build: BuildRequest) -> Perform:
+    async def perform(context: DeliveryContext, deps: Deps) -> Outcome:
+        return await _call(deps, build(context, deps))
+
+    return perform
+
+
+async def run_delivery(deps: Deps, delivery_id: str, perform: Perform) -> None:
     row = await deps.db.fetchrow(queries["start_delivery"], uuid.UUID(delivery_id))
     if row is None:
         status = await deps.db.fetchval(queries["get_delivery_status"], uuid.UUID(delivery_id))
@@ -110,6 +122,7 @@ async def run_delivery(deps: Deps, delivery_id: str, build: BuildRequest) -> Non
             raise DeliveryFailed(f"delivery {delivery_id} does not exist")
         logger.info("delivery %s already %s; nothing to do", delivery_id, status)
         return
+    target = row["target_service"]
     context = DeliveryContext(
         delivery_id=uuid.UUID(delivery_id),
         attempt=row["attempt_count"],
@@ -120,8 +133,7 @@ async def run_delivery(deps: Deps, delivery_id: str, build: BuildRequest) -> Non
         event_type=row["event_type"],
         payload=json.loads(row["payload"]),
     )
-    request = build(context, deps)
-    outcome = await _call(deps, request)
+    outcome = await perform(context, deps)
     exhausted = context.attempt >= deps.settings.delivery_max_attempts
     if outcome.kind == "success":
         status = "success"
@@ -142,14 +154,14 @@ async def run_delivery(deps: Deps, delivery_id: str, build: BuildRequest) -> Non
             await conn.execute(queries["lock_event"], event_uuid)
             await conn.execute(queries["roll_up_event"], event_uuid)
 
-    metrics.deliveries_finished.labels(request.target_service, status).inc()
+    metrics.deliveries_finished.labels(target, status).inc()
     if status == "success":
-        logger.info("delivered %s to %s", context.event_id, request.target_service)
+        logger.info("delivered %s to %s", context.event_id, target)
     elif status == "dispatched":
         logger.warning(
             "delivery %s to %s attempt %d failed, will retry: %s",
             delivery_id,
-            request.target_service,
+            target,
             context.attempt,
             outcome.error,
         )
@@ -158,7 +170,7 @@ async def run_delivery(deps: Deps, delivery_id: str, build: BuildRequest) -> Non
         logger.error(
             "delivery %s to %s failed after %d attempt(s): %s",
             delivery_id,
-            request.target_service,
+            target,
             context.attempt,
             outcome.error,
         )
