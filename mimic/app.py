@@ -7,17 +7,16 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import msgspec
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 
 from mimic import __version__
-from mimic.db import Database, create_pool
-from mimic.deps import Deps
+from mimic.deps import open_deps
 from mimic.errors import ErrorBody, MimicError
 from mimic.health import healthz, metrics, readyz
 from mimic.migrate import Step, load_steps
@@ -54,25 +53,26 @@ def create_app(
 ) -> Litestar:
     if settings.database_url is None:
         raise ValueError("create_app needs settings with a database URL")
-    dsn = settings.database_url.get()
     schema_steps = steps if steps is not None else load_steps()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = await create_pool(dsn, max_size=settings.db_pool_max_size)
-        http = httpx.AsyncClient(timeout=settings.inkpass_timeout_seconds)
-        try:
-            app.state.deps = Deps(settings=settings, db=Database(pool), http=http)
+        async with open_deps(settings) as deps:
+            app.state.deps = deps
             app.state.steps = schema_steps
             yield
-        finally:
-            await http.aclose()
-            await pool.close()
 
+    from mimic.egress.routes import routes as egress_routes
     from mimic.ingress.routes import routes as ingress_routes
 
     return Litestar(
-        route_handlers=[healthz, readyz, metrics, *ingress_routes(settings)],
+        route_handlers=[
+            healthz,
+            readyz,
+            metrics,
+            *ingress_routes(settings),
+            *egress_routes(settings),
+        ],
         lifespan=[lifespan],
         state=State(),
         exception_handlers={Exception: error_response},
@@ -84,6 +84,14 @@ def create_app(
                 "Webhook gateway (Stripe, Resend) and transactional email on Postgres alone."
             ),
             path="/docs",
+            components=Components(
+                security_schemes={
+                    "apiKey": SecurityScheme(
+                        type="apiKey", name="X-API-Key", security_scheme_in="header"
+                    ),
+                    "bearer": SecurityScheme(type="http", scheme="bearer"),
+                }
+            ),
             render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
         ),
         logging_config=None,

@@ -57,6 +57,24 @@ def cmd_worker(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_keys(_: argparse.Namespace) -> int:
+    """Re-encrypt every BYOK credential under the first key of MIMIC_ENCRYPTION_KEYS."""
+    from mimic.deps import open_deps
+    from mimic.egress.credentials import rotate_credentials
+
+    settings = _prepare()
+
+    async def rotate() -> int:
+        async with open_deps(settings) as deps:
+            return await rotate_credentials(deps.db, deps.keyring)
+
+    count = asyncio.run(rotate())
+    print(
+        f"mimic: re-encrypted {count} credential(s) with key {settings.encryption_keys[0].key_id!r}"
+    )
+    return 0
+
+
 def cmd_run(_: argparse.Namespace) -> int:
     """Dev: one embedded Postgres, the API and a worker as two child processes."""
     settings = _prepare()
@@ -100,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run a procrastinate worker").set_defaults(func=cmd_worker)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("run", help="dev: API + worker (+ embedded Postgres)").set_defaults(func=cmd_run)
+    sub.add_parser(
+        "rotate-keys", help="re-encrypt BYOK credentials with the newest encryption key"
+    ).set_defaults(func=cmd_rotate_keys)
     return parser
 
 

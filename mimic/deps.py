@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
 
-from mimic.db import Database
+from mimic.crypto import Keyring
+from mimic.db import Database, create_pool
 from mimic.settings import Settings
 
 
@@ -14,4 +17,24 @@ from mimic.settings import Settings
 class Deps:
     settings: Settings
     db: Database
+    #: One shared client for inkpass, Resend and Postmark; keys are set per request.
     http: httpx.AsyncClient
+    keyring: Keyring
+
+
+@contextlib.asynccontextmanager
+async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
+    if settings.database_url is None:
+        raise ValueError("settings need a database URL (see mimic.embedded.resolve_database)")
+    pool = await create_pool(settings.database_url.get(), max_size=settings.db_pool_max_size)
+    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
+    try:
+        yield Deps(
+            settings=settings,
+            db=Database(pool),
+            http=http,
+            keyring=Keyring(settings.encryption_keys),
+        )
+    finally:
+        await http.aclose()
+        await pool.close()

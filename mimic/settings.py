@@ -15,6 +15,9 @@ SmtpSecurity = Literal["none", "starttls", "tls"]
 
 T = TypeVar("T")
 
+#: The internal API key `make run` accepts when MIMIC_SERVICE_API_KEY is unset (dev only).
+DEV_API_KEY = "mimic-dev-key"
+
 
 class ConfigError(Exception):
     """Configuration is invalid."""
@@ -129,7 +132,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             db_pool_max_size=reader.integer("MIMIC_DB_POOL_MAX_SIZE", 20, low=1),
             stripe_secret_key=reader.secret("STRIPE_SECRET_KEY"),
             stripe_webhook_secret=reader.secret("STRIPE_WEBHOOK_SECRET"),
-            resend_webhook_secret=reader.secret("RESEND_WEBHOOK_SECRET"),
+            resend_webhook_secret=reader.svix_secret("RESEND_WEBHOOK_SECRET"),
             webhook_max_body_bytes=reader.integer("WEBHOOK_MAX_BODY_BYTES", 1_048_576, low=1),
             stripe_tolerance_seconds=reader.integer("STRIPE_TOLERANCE_SECONDS", 300, low=1),
             inkpass_internal_url=reader.url("INKPASS_INTERNAL_URL", "http://localhost:8002"),
@@ -167,6 +170,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         )
         if env == "production":
             _require_production(settings)
+        elif settings.service_api_key is None:
+            # Dev convenience only: production refuses to start without a real key.
+            settings = msgspec.structs.replace(settings, service_api_key=Secret(DEV_API_KEY))
         return settings
 
 
@@ -212,6 +218,16 @@ class _Reader:
     def secret(self, name: str) -> Secret | None:
         raw = self._raw(name)
         return Secret(raw) if raw is not None else None
+
+    def svix_secret(self, name: str) -> Secret | None:
+        def parse(raw: str) -> Secret:
+            try:
+                base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+            except binascii.Error:
+                raise ValueError(name) from None
+            return Secret(raw)
+
+        return self._parse(name, None, parse, "a Svix secret, whsec_<base64>")
 
     def secret_list(self, name: str) -> tuple[Secret, ...]:
         raw = self._raw(name) or ""

@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-
-import httpx
 import procrastinate
 
-from mimic.db import Database, create_pool
-from mimic.deps import Deps
+from mimic.deps import open_deps
 from mimic.jobs import build_app
 from mimic.settings import Settings
-
-
-@contextlib.asynccontextmanager
-async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
-    assert settings.database_url is not None
-    pool = await create_pool(settings.database_url.get(), max_size=settings.db_pool_max_size)
-    http = httpx.AsyncClient()
-    try:
-        yield Deps(settings=settings, db=Database(pool), http=http)
-    finally:
-        await http.aclose()
-        await pool.close()
 
 
 async def run_worker(

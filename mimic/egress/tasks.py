@@ -1,9 +1,263 @@
+"""Worker side of egress: ``mimic.tasks.send_email`` and ``handle_email_delivery_event``."""
+
 from __future__ import annotations
+
+import datetime
+import json
+import logging
+import uuid
+from typing import Any
 
 import procrastinate
 
+from mimic import metrics
+from mimic.crypto import DecryptionFailed
+from mimic.deps import Deps
+from mimic.egress.credentials import Credential, load_credential
+from mimic.egress.providers import (
+    OutgoingEmail,
+    PermanentSendError,
+    RetryableSendError,
+    SmtpConfig,
+    find_postmark_message,
+    send_postmark,
+    send_resend,
+    send_smtp,
+)
+from mimic.egress.store import SEND_TASK, queries
+from mimic.ingress.delivery import DeliveryContext, Outcome, run_delivery
+from mimic.ingress.store import Route
+from mimic.jobs import QUEUE_EMAIL, QUEUE_WEBHOOKS, BackoffRetry, RetryableError, deps_of
 from mimic.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+EVENT_TASK = "mimic.tasks.handle_email_delivery_event"
+
+
+class EmailFailed(Exception):
+    """A send failed for good; the job fails and is not retried automatically."""
+
+
+async def _credential(deps: Deps, row: Any) -> Credential | None:
+    if row["tenant_id"] is None or row["provider"] == "dev":
+        return None
+    return await load_credential(deps.db, deps.keyring, row["tenant_id"], row["provider"])
+
+
+async def dispatch(deps: Deps, row: Any, message: OutgoingEmail, *, resumed: bool) -> str:
+    """Send through the row's provider with the tenant's key, else the platform's."""
+    settings = deps.settings
+    timeout = settings.provider_timeout_seconds
+    provider = row["provider"]
+    credential = await _credential(deps, row)
+    if provider == "dev":
+        config = SmtpConfig(
+            host=settings.dev_smtp_host, port=settings.dev_smtp_port, security="none"
+        )
+        return await send_smtp(config, message, timeout=timeout)
+    if provider == "smtp":
+        config = (
+            credential.smtp
+            if credential and credential.smtp
+            else SmtpConfig(
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+                username=settings.smtp_username,
+                password=settings.smtp_password.get() if settings.smtp_password else None,
+                security=settings.smtp_security,
+            )
+        )
+        return await send_smtp(config, message, timeout=timeout)
+    if provider == "resend":
+        key = credential.api_key if credential else None
+        key = key or (settings.resend_api_key.get() if settings.resend_api_key else None)
+        if not key:
+            raise PermanentSendError("no Resend API key for this tenant or the platform")
+        return await send_resend(
+            deps.http,
+            base_url=settings.resend_api_url,
+            api_key=key,
+            message=message,
+            timeout=timeout,
+        )
+    token = credential.api_key if credential else None
+    token = token or (
+        settings.postmark_server_token.get() if settings.postmark_server_token else None
+    )
+    if not token:
+        raise PermanentSendError("no Postmark server token for this tenant or the platform")
+    if resumed:
+        # An earlier attempt died mid-call: Postmark may have sent it already.
+        earlier = await find_postmark_message(
+            deps.http,
+            base_url=settings.postmark_api_url,
+            token=token,
+            notification_id=message.notification_id,
+            timeout=timeout,
+        )
+        if earlier is not None:
+            logger.info("notification %s was already sent by Postmark", message.notification_id)
+            return earlier
+    return await send_postmark(
+        deps.http, base_url=settings.postmark_api_url, token=token, message=message, timeout=timeout
+    )
+
+
+async def _record(
+    deps: Deps, notification_id: uuid.UUID, status: str, detail: str | None, **update: Any
+) -> None:
+    async with deps.db.transaction() as conn:
+        if status == "sent":
+            await conn.execute(queries["mark_sent"], notification_id, update["message_id"])
+        else:
+            await conn.execute(
+                queries["mark_unsent"], notification_id, update["new_status"], detail
+            )
+        await conn.execute(queries["add_timeline"], notification_id, status, detail, None, None)
+
+
+async def send_notification(deps: Deps, notification_id: str) -> None:
+    nid = uuid.UUID(notification_id)
+    row = await deps.db.fetchrow(queries["claim_send"], nid)
+    if row is None:
+        status = await deps.db.fetchval(queries["get_status"], nid)
+        if status is None:
+            raise EmailFailed(f"notification {notification_id} does not exist")
+        logger.info("notification %s already %s; not sending again", notification_id, status)
+        return
+    await deps.db.execute(
+        queries["add_timeline"], nid, "sending", f"attempt {row['attempts']}", None, None
+    )
+    message = OutgoingEmail(
+        notification_id=notification_id,
+        sender=row["from"],
+        to=list(row["to"]),
+        cc=list(row["cc"]),
+        bcc=list(row["bcc"]),
+        reply_to=row["reply_to"],
+        subject=row["subject"],
+        html=row["html"],
+        text=row["text"],
+        tags=dict(_tags(row["tags"])),
+    )
+    provider = row["provider"]
+    try:
+        message_id = await dispatch(deps, row, message, resumed=row["previous_status"] == "sending")
+    except RetryableSendError as exc:
+        if row["attempts"] < deps.settings.email_max_attempts:
+            await _record(deps, nid, "retrying", exc.reason, new_status="queued")
+            metrics.emails_finished.labels(provider, "retry").inc()
+            logger.warning("notification %s: %s; will retry", notification_id, exc.reason)
+            raise RetryableError(exc.reason, retry_after=exc.retry_after) from None
+        await _record(deps, nid, "failed", exc.reason, new_status="failed")
+        metrics.emails_finished.labels(provider, "failed").inc()
+        raise EmailFailed(exc.reason) from None
+    except (PermanentSendError, DecryptionFailed) as exc:
+        reason = exc.reason if isinstance(exc, PermanentSendError) else exc.message
+        await _record(deps, nid, "failed", reason, new_status="failed")
+        metrics.emails_finished.labels(provider, "failed").inc()
+        logger.error("notification %s failed: %s", notification_id, reason)
+        raise EmailFailed(reason) from None
+    await _record(deps, nid, "sent", f"{provider} message {message_id}", message_id=message_id)
+    metrics.emails_finished.labels(provider, "sent").inc()
+    logger.info("notification %s sent via %s", notification_id, provider)
+
+
+def _tags(value: Any) -> dict[str, str]:
+    return dict(json.loads(value)) if isinstance(value, str) else dict(value or {})
+
+
+# --- Provider delivery events -------------------------------------------------------------
+
+#: Resend event type -> timeline status, and whether it moves the notification's status.
+RESEND_EVENTS: dict[str, tuple[str, bool]] = {
+    "email.sent": ("sent", True),
+    "email.delivered": ("delivered", True),
+    "email.delivery_delayed": ("delivery_delayed", False),
+    "email.bounced": ("bounced", True),
+    "email.complained": ("complained", True),
+    "email.failed": ("failed", True),
+    "email.opened": ("opened", False),
+    "email.clicked": ("clicked", False),
+}
+
+
+def resend_routes(event_type: str) -> list[Route]:
+    if event_type in RESEND_EVENTS:
+        return [Route(target_service="mimic", task_name=EVENT_TASK)]
+    return []
+
+
+_RANK = {
+    "queued": 0,
+    "sending": 1,
+    "sent": 2,
+    "delivered": 3,
+    "bounced": 4,
+    "complained": 4,
+    "failed": 4,
+}
+
+
+def _resend_detail(event_type: str, data: dict[str, Any]) -> str:
+    bounce = data.get("bounce")
+    if isinstance(bounce, dict) and bounce.get("message"):
+        return f"{event_type}: {bounce['message']}"
+    return event_type
+
+
+def _occurred_at(payload: dict[str, Any]) -> datetime.datetime | None:
+    value = payload.get("created_at")
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+async def apply_email_event(context: DeliveryContext, deps: Deps) -> Outcome:
+    payload = context.payload
+    found = payload.get("data")
+    data: dict[str, Any] = found if isinstance(found, dict) else {}
+    email_id = data.get("email_id")
+    mapped = RESEND_EVENTS.get(context.event_type)
+    if mapped is None or not isinstance(email_id, str):
+        return Outcome(kind="success", result={"ignored": context.event_type})
+    status, moves = mapped
+    row = await deps.db.fetchrow(queries["find_by_provider_message"], context.provider, email_id)
+    if row is None:
+        # The send may not have recorded the provider's id yet: retry a while.
+        return Outcome(kind="retry", error=f"no notification has {context.provider} id {email_id}")
+    detail = _resend_detail(context.event_type, data)
+    async with deps.db.transaction() as conn:
+        current = await conn.fetchval(queries["lock_notification"], row["id"])
+        added = await conn.fetchval(
+            queries["add_timeline"],
+            row["id"],
+            status,
+            detail,
+            context.event_id,
+            _occurred_at(payload),
+        )
+        if added is not None and moves and _RANK[status] > _RANK.get(current, 0):
+            error = detail if status in ("bounced", "complained", "failed") else None
+            await conn.execute(queries["advance_status"], row["id"], status, error)
+    return Outcome(kind="success", result={"notification_id": str(row["id"]), "status": status})
 
 
 def register(app: procrastinate.App, settings: Settings) -> None:
-    pass
+    retry = BackoffRetry(
+        base=settings.delivery_backoff_base_seconds, cap=settings.delivery_backoff_max_seconds
+    )
+
+    @app.task(name=SEND_TASK, queue=QUEUE_EMAIL, pass_context=True, retry=retry)
+    async def send_email(context: procrastinate.JobContext, notification_id: str) -> None:
+        await send_notification(deps_of(context), notification_id)
+
+    @app.task(name=EVENT_TASK, queue=QUEUE_WEBHOOKS, pass_context=True, retry=retry)
+    async def handle_email_delivery_event(
+        context: procrastinate.JobContext, delivery_id: str
+    ) -> None:
+        await run_delivery(deps_of(context), delivery_id, apply_email_event)

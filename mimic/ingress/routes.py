@@ -19,14 +19,16 @@ from litestar.types import ControllerRouterHandler
 from mimic import metrics
 from mimic.billing.inkpass import stripe_routes
 from mimic.deps import Deps
+from mimic.egress.tasks import resend_routes
 from mimic.errors import BadRequest, ErrorBody, NotConfigured, PayloadTooLarge
-from mimic.ingress.store import Accepted, IncomingEvent, ingest
-from mimic.ingress.verify import verify_stripe
+from mimic.ingress.store import Accepted, IncomingEvent, Route, ingest
+from mimic.ingress.verify import verify_stripe, verify_svix
 from mimic.settings import Secret, Settings
 
 logger = logging.getLogger(__name__)
 
 STRIPE_PATH = "/api/v1/gateway/webhooks/stripe"
+RESEND_PATH = "/api/v1/gateway/webhooks/resend"
 
 
 class WebhookAccepted(msgspec.Struct, kw_only=True):
@@ -91,25 +93,16 @@ def require_secret(secret: Secret | None, name: str) -> str:
     return secret.get()
 
 
-async def accept_stripe(
-    deps: Deps, *, event_id: str, event_type: str, body: bytes, payload: str, sig: str | None
-) -> WebhookAccepted:
+async def accept(deps: Deps, event: IncomingEvent, routes: list[Route]) -> WebhookAccepted:
     started = time.perf_counter()
-    accepted: Accepted = await ingest(
-        deps.db,
-        IncomingEvent(
-            provider="stripe",
-            event_id=event_id,
-            event_type=event_type,
-            raw_body=body,
-            payload_json=payload,
-            signature=sig,
-        ),
-        stripe_routes(event_type),
-    )
-    metrics.webhooks_received.labels("stripe", str(accepted.duplicate).lower()).inc()
-    metrics.webhook_latency.labels("stripe").observe(time.perf_counter() - started)
+    accepted: Accepted = await ingest(deps.db, event, routes)
+    metrics.webhooks_received.labels(event.provider, str(accepted.duplicate).lower()).inc()
+    metrics.webhook_latency.labels(event.provider).observe(time.perf_counter() - started)
     return WebhookAccepted(event_id=accepted.event_id, duplicate=accepted.duplicate)
+
+
+class ResendEventIn(msgspec.Struct, kw_only=True):
+    type: str
 
 
 def routes(settings: Settings) -> list[ControllerRouterHandler]:
@@ -142,14 +135,15 @@ def routes(settings: Settings) -> list[ControllerRouterHandler]:
                 tolerance=settings.stripe_tolerance_seconds,
             )
             event = decode_event(body, StripeEventIn)
-        return await accept_stripe(
-            deps,
+        incoming = IncomingEvent(
+            provider="stripe",
             event_id=event.id,
             event_type=event.type,
-            body=body,
-            payload=body.decode(),
-            sig=header,
+            raw_body=body,
+            payload_json=body.decode(),
+            signature=header,
         )
+        return await accept(deps, incoming, stripe_routes(event.type))
 
     @post(
         f"{STRIPE_PATH}/test",
@@ -170,16 +164,51 @@ def routes(settings: Settings) -> list[ControllerRouterHandler]:
                 raise BadRequest("event must be a JSON object", code="invalid_event")
         event_id = event.id or f"evt_test_{uuid.uuid4().hex[:24]}"
         payload["id"] = event_id
-        return await accept_stripe(
-            deps,
+        incoming = IncomingEvent(
+            provider="stripe",
             event_id=event_id,
             event_type=event.type,
-            body=body,
-            payload=msgspec.json.encode(payload).decode(),
-            sig=None,
+            raw_body=body,
+            payload_json=msgspec.json.encode(payload).decode(),
+            signature=None,
         )
+        return await accept(deps, incoming, stripe_routes(event.type))
 
-    handlers: list[ControllerRouterHandler] = [stripe_webhook]
+    @post(
+        RESEND_PATH,
+        status_code=200,
+        request_max_body_size=limit,
+        tags=["webhooks"],
+        summary="Receive a signed Resend (Svix) webhook",
+        description=(
+            "Verifies the `svix-*` headers (±5 minutes), stores the event keyed by `svix-id` "
+            "and queues `mimic.tasks.handle_email_delivery_event` for `email.*` events, which "
+            "moves the matching notification's status and timeline. Same answers as Stripe's."
+        ),
+        responses=_error_specs(),
+    )
+    async def resend_webhook(request: Request[Any, Any, Any], state: State) -> WebhookAccepted:
+        deps: Deps = state.deps
+        with counted_rejections("resend"):
+            body = await read_body(request)
+            msg_id = verify_svix(
+                secret=require_secret(settings.resend_webhook_secret, "RESEND_WEBHOOK_SECRET"),
+                headers=request.headers,
+                body=body,
+                now=time.time(),
+            )
+            event = decode_event(body, ResendEventIn)
+        incoming = IncomingEvent(
+            provider="resend",
+            event_id=msg_id,
+            event_type=event.type,
+            raw_body=body,
+            payload_json=body.decode(),
+            signature=request.headers.get("svix-signature"),
+        )
+        return await accept(deps, incoming, resend_routes(event.type))
+
+    handlers: list[ControllerRouterHandler] = [stripe_webhook, resend_webhook]
     if settings.is_dev:
         handlers.append(stripe_test_webhook)
     return handlers

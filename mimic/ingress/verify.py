@@ -7,13 +7,18 @@ classifies failures into reasons a provider's operator can act on.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from stripe import SignatureVerificationError, WebhookSignature
+from svix.webhooks import Webhook, WebhookVerificationError
 
 from mimic.errors import BadRequest
 
 # t=<digits>, v<n>=<hex>, or any other key Stripe may add later.
 _STRIPE_ITEM = re.compile(r"^(t=\d{1,12}|v\d+=[0-9a-fA-F]+|(?!t=|v\d+=)[a-z0-9_]+=[^,]*)$")
+
+# One or more space-separated "v1,<base64>" items (other versions are ignored by svix).
+_SVIX_SIGNATURES = re.compile(r"^\S+,\S+( \S+,\S+)*$")
 
 
 class SignatureRejected(BadRequest):
@@ -70,3 +75,41 @@ def verify_stripe(
             f"signature timestamp is more than {tolerance}s in the future",
             code="timestamp_out_of_tolerance",
         )
+
+
+def verify_svix(
+    *, secret: str, headers: Mapping[str, str], body: bytes, now: float, tolerance: int = 300
+) -> str:
+    """Verify Resend's Svix signature (``svix-id``, ``svix-timestamp``, ``svix-signature``).
+
+    Returns the ``svix-id`` (the message id, stable across Resend's retries).
+    """
+    msg_id = headers.get("svix-id")
+    timestamp = headers.get("svix-timestamp")
+    signature = headers.get("svix-signature")
+    if not msg_id or not timestamp or not signature:
+        raise SignatureRejected(
+            "svix-id, svix-timestamp and svix-signature headers are required",
+            code="missing_signature",
+        )
+    if not timestamp.isdigit() or not _SVIX_SIGNATURES.match(signature):
+        raise SignatureRejected(
+            "svix-timestamp must be unix seconds and svix-signature v1,<base64> items",
+            code="malformed_signature",
+        )
+    if abs(now - int(timestamp)) > tolerance:
+        raise SignatureRejected(
+            f"signature timestamp is more than {tolerance}s from now",
+            code="timestamp_out_of_tolerance",
+        )
+    try:
+        Webhook(secret).verify(
+            body,
+            {"svix-id": msg_id, "svix-timestamp": timestamp, "svix-signature": signature},
+        )
+    except WebhookVerificationError:
+        raise SignatureRejected(
+            "no v1 signature matches the body and the endpoint secret",
+            code="signature_mismatch",
+        ) from None
+    return msg_id

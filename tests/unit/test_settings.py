@@ -23,7 +23,7 @@ def test_reads_the_seed_variable_names() -> None:
             "DATABASE_URL": "postgresql://u@h/db",
             "STRIPE_SECRET_KEY": "sk_test_x",
             "STRIPE_WEBHOOK_SECRET": "whsec_x",
-            "RESEND_WEBHOOK_SECRET": "whsec_y",
+            "RESEND_WEBHOOK_SECRET": "whsec_c2VjcmV0",
             "INKPASS_INTERNAL_URL": "http://inkpass:8002/",
             "MIMIC_SERVICE_API_KEY": "svc",
             "EMAIL_PROVIDER": "postmark",
@@ -48,6 +48,7 @@ def test_reads_the_seed_variable_names() -> None:
         ("INKPASS_INTERNAL_URL", "inkpass:8002"),
         ("DELIVERY_BACKOFF_BASE_SECONDS", "-1"),
         ("MIMIC_ENCRYPTION_KEYS", "k1:not-base64"),
+        ("RESEND_WEBHOOK_SECRET", "whsec_not base64!"),
     ],
 )
 def test_bad_value_names_the_variable(name: str, value: str) -> None:
