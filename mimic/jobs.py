@@ -6,22 +6,25 @@ built on first attribute access (PEP 562), so importing this module reads no env
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import functools
 import json
 import logging
 import os
 import random
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, Concatenate, ParamSpec
 
 import msgspec
 import procrastinate
-from procrastinate.exceptions import ProcrastinateException
+from procrastinate.job_context import AbortReason
 from procrastinate.jobs import Job
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
 
 from mimic.db import Connection, wrap_exceptions
 from mimic.deps import Deps
+from mimic.errors import DatabaseUnavailable
 from mimic.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -52,6 +55,21 @@ SELECT procrastinate_defer_jobs_v1(ARRAY(
                   $6::timestamptz[]) WITH ORDINALITY AS j(q, t, p, l, a, s, n)
      ORDER BY n
 ))
+"""
+
+
+# Retry one job only if it is still `doing` on a worker whose heartbeat is stale (or gone).
+_RETRY_STALLED_SQL = """
+WITH job AS (
+    SELECT j.id FROM procrastinate_jobs j
+      LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
+     WHERE j.id = $1 AND j.status = 'doing'
+       AND (w.id IS NULL OR w.last_heartbeat < now() - make_interval(secs => $2))
+       FOR UPDATE OF j
+)
+SELECT count(*) FROM (
+    SELECT procrastinate_retry_job_v2(job.id, now(), NULL, NULL, NULL) FROM job
+) AS retried
 """
 
 
@@ -96,8 +114,8 @@ class RetryableError(Exception):
 class BackoffRetry(BaseRetryStrategy):
     """Exponential backoff with jitter for :class:`RetryableError`, honouring Retry-After.
 
-    The task decides whether to retry (it knows its own attempt budget); any other
-    exception fails the job for good.
+    The task decides whether to retry (it knows its own attempt budget) by raising
+    RetryableError; a database outage is retried too; any other exception fails the job.
     """
 
     def __init__(self, *, base: float, cap: float) -> None:
@@ -111,11 +129,39 @@ class BackoffRetry(BaseRetryStrategy):
         return random.uniform(ceiling / 2, ceiling)
 
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
-        if not isinstance(exception, RetryableError):
+        if isinstance(exception, DatabaseUnavailable):
+            retry_after = None
+        elif isinstance(exception, RetryableError):
+            retry_after = exception.retry_after
+        else:
             return None
-        seconds = self.delay(job.attempts, exception.retry_after)
+        seconds = self.delay(job.attempts, retry_after)
         retry_at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
         return RetryDecision(retry_at=retry_at)
+
+
+P = ParamSpec("P")
+
+
+def survive_shutdown(
+    fn: Callable[Concatenate[procrastinate.JobContext, P], Awaitable[None]],
+) -> Callable[Concatenate[procrastinate.JobContext, P], Coroutine[Any, Any, None]]:
+    """Turn a shutdown's cancellation into a retry, so a job past the grace period is not lost.
+
+    procrastinate cancels in-flight async jobs when the grace period ends (and on a user's
+    abort request); only the shutdown case is retried.
+    """
+
+    @functools.wraps(fn)
+    async def run(context: procrastinate.JobContext, /, *args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            await fn(context, *args, **kwargs)
+        except asyncio.CancelledError:
+            if context.abort_reason() == AbortReason.SHUTDOWN:
+                raise RetryableError("worker shut down mid-job", retry_after=0) from None
+            raise
+
+    return run
 
 
 def sweep_cron(seconds: int) -> str:
@@ -129,21 +175,19 @@ def _register_sweep(app: procrastinate.App, settings: Settings) -> None:
     @app.periodic(cron=sweep_cron(settings.stalled_sweep_seconds))
     @app.task(name=SWEEP_TASK, queue=QUEUE_MAINTENANCE, pass_context=True)
     async def retry_stalled_jobs(context: procrastinate.JobContext, timestamp: int) -> int:
-        manager = context.app.job_manager
-        stalled = await manager.get_stalled_jobs(
-            seconds_since_heartbeat=settings.worker_stalled_after_seconds
-        )
+        db = deps_of(context).db
+        stale = settings.worker_stalled_after_seconds
+        stalled = await context.app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stale)
         retried = 0
         for job in stalled:
             if job.task_name == SWEEP_TASK:
                 continue
-            try:
-                await manager.retry_job(job)
-            except ProcrastinateException:
-                # Another sweep (or the job itself) moved it first.
-                continue
-            retried += 1
-            logger.warning("retried stalled job %s (%s)", job.id, job.task_name)
+            # Re-check under the row lock: the job may have finished since it was listed,
+            # and procrastinate's retry would also revive a job that has since failed.
+            async with db.transaction() as conn:
+                if await conn.fetchval(_RETRY_STALLED_SQL, job.id, stale):
+                    retried += 1
+                    logger.warning("retried stalled job %s (%s)", job.id, job.task_name)
         return retried
 
 

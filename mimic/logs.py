@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import urllib.parse
 from collections.abc import Iterable
 
 from mimic.settings import Secret, Settings
@@ -38,6 +39,11 @@ class RedactSecrets(logging.Filter):
 
 def settings_secrets(settings: Settings) -> list[str]:
     values: list[str] = []
+    if settings.database_url is not None:
+        # The DSN's password alone can show up in a driver's error message.
+        password = urllib.parse.urlsplit(settings.database_url.get()).password
+        if password:
+            values += [password, urllib.parse.unquote(password)]
     for name in settings.__struct_fields__:
         value = getattr(settings, name)
         items = value if isinstance(value, tuple) else (value,)

@@ -2,7 +2,12 @@
 
 Each step runs in its own transaction and is recorded with a SHA-256 checksum in
 ``mimic_schema_migrations``. Procrastinate's schema comes from the installed package
-(never copied here) and is recorded as step ``0000_procrastinate``.
+(never copied here):
+
+- on an empty database, its full ``schema.sql`` is applied as step ``0000_procrastinate``,
+  and every migration the package ships is recorded as included in it;
+- after a procrastinate upgrade, the package's new migrations
+  (``procrastinate/<version>_<name>.sql``) are applied in order, like ours.
 """
 
 from __future__ import annotations
@@ -37,14 +42,30 @@ CREATE TABLE IF NOT EXISTS mimic_schema_migrations (
 class Step(msgspec.Struct, frozen=True):
     version: str
     sql: str
+    #: procrastinate's full schema changes with each release; its migrations carry upgrades.
+    verify: bool = True
+    #: Already contained in the full procrastinate schema when that is applied fresh.
+    in_baseline: bool = False
 
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
+BASELINE = "0000_procrastinate"
+
+
+def procrastinate_steps() -> list[Step]:
+    folder = pathlib.Path(SchemaManager.get_migrations_path())
+    return [
+        Step(version=f"procrastinate/{f.stem}", sql=f.read_text(encoding="utf-8"), in_baseline=True)
+        for f in sorted(folder.glob("*.sql"))
+    ]
+
+
 def load_steps(directory: pathlib.Path = MIGRATIONS_DIR) -> list[Step]:
-    steps = [Step(version="0000_procrastinate", sql=SchemaManager.get_schema())]
+    steps = [Step(version=BASELINE, sql=SchemaManager.get_schema(), verify=False)]
+    steps += procrastinate_steps()
     files = sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql"))
     if not files:
         raise SchemaError(f"no migrations found in {directory}")
@@ -72,7 +93,7 @@ def _check(steps: Sequence[Step], applied: dict[str, str]) -> list[Step]:
     """Return the steps still to apply; refuse edited ones."""
     for step in steps:
         recorded = applied.get(step.version)
-        if recorded is not None and recorded != step.checksum:
+        if step.verify and recorded is not None and recorded != step.checksum:
             raise SchemaError(
                 f"migration {step.version} was changed after it was applied "
                 f"(checksum mismatch); restore it and add a new numbered migration"
@@ -96,7 +117,11 @@ async def migrate(dsn: str, steps: Sequence[Step]) -> list[str]:
         try:
             await conn.execute(_CREATE_TABLE)
             todo = _check(steps, await _applied(conn))
+            fresh = any(step.version == BASELINE for step in todo)
             for step in todo:
+                if fresh and step.in_baseline:
+                    await _record(conn, step)
+                    continue
                 logger.info("applying migration %s", step.version)
                 try:
                     async with conn.transaction():
@@ -112,6 +137,10 @@ async def migrate(dsn: str, steps: Sequence[Step]) -> list[str]:
 
 async def _apply(conn: asyncpg.Connection, step: Step) -> None:
     await conn.execute(step.sql)
+    await _record(conn, step)
+
+
+async def _record(conn: asyncpg.Connection, step: Step) -> None:
     await conn.execute(
         "INSERT INTO mimic_schema_migrations (version, checksum) VALUES ($1, $2)",
         step.version,

@@ -169,16 +169,18 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             encryption_keys=reader.encryption_keys("MIMIC_ENCRYPTION_KEYS"),
         )
         if env == "production":
-            _require_production(settings)
+            _require_production(settings, environ)
         elif settings.service_api_key is None:
             # Dev convenience only: production refuses to start without a real key.
             settings = msgspec.structs.replace(settings, service_api_key=Secret(DEV_API_KEY))
         return settings
 
 
-def _require_production(settings: Settings) -> None:
+def _require_production(settings: Settings, environ: Mapping[str, str]) -> None:
     required = {
         "DATABASE_URL": settings.database_url,
+        # Not a secret, but the dev default (localhost) would silently drop billing events.
+        "INKPASS_INTERNAL_URL": environ.get("INKPASS_INTERNAL_URL") or None,
         "STRIPE_WEBHOOK_SECRET": settings.stripe_webhook_secret,
         "RESEND_WEBHOOK_SECRET": settings.resend_webhook_secret,
         "MIMIC_SERVICE_API_KEY": settings.service_api_key,

@@ -119,6 +119,7 @@ def make_settings(database_url: str | None, **overrides: str) -> Settings:
         "WORKER_STALLED_AFTER_SECONDS": "2",
         "WORKER_SHUTDOWN_GRACE_SECONDS": "5",
         "STALLED_SWEEP_SECONDS": "1",
+        "INKPASS_INTERNAL_URL": "http://127.0.0.1:9",
         **overrides,
     }
     if database_url is not None:

@@ -25,6 +25,8 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    #: time.monotonic() when the request arrived.
+    at: float = 0.0
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -104,6 +106,7 @@ class FakeHTTPServer:
                     path=self.path,
                     headers={k.lower(): v for k, v in self.headers.items()},
                     body=body,
+                    at=time.monotonic(),
                 )
                 reply = fake._next_reply(received)
                 if reply.delay:

@@ -15,7 +15,7 @@ import procrastinate
 from mimic.deps import Deps
 from mimic.ingress.delivery import DeliveryContext, TargetRequest, http_delivery, run_delivery
 from mimic.ingress.store import Route
-from mimic.jobs import QUEUE_WEBHOOKS, BackoffRetry, deps_of
+from mimic.jobs import QUEUE_WEBHOOKS, BackoffRetry, deps_of, survive_shutdown
 from mimic.settings import Settings
 
 TARGET = "inkpass"
@@ -148,6 +148,7 @@ def register(app: procrastinate.App, settings: Settings) -> None:
 
     deliver = http_delivery(inkpass_request)
 
+    @survive_shutdown
     async def route_to_inkpass(context: procrastinate.JobContext, delivery_id: str) -> None:
         await run_delivery(deps_of(context), delivery_id, deliver)
 

@@ -27,7 +27,14 @@ from mimic.egress.providers import (
 from mimic.egress.store import SEND_TASK, queries
 from mimic.ingress.delivery import DeliveryContext, Outcome, run_delivery
 from mimic.ingress.store import Route
-from mimic.jobs import QUEUE_EMAIL, QUEUE_WEBHOOKS, BackoffRetry, RetryableError, deps_of
+from mimic.jobs import (
+    QUEUE_EMAIL,
+    QUEUE_WEBHOOKS,
+    BackoffRetry,
+    RetryableError,
+    deps_of,
+    survive_shutdown,
+)
 from mimic.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -253,10 +260,12 @@ def register(app: procrastinate.App, settings: Settings) -> None:
     )
 
     @app.task(name=SEND_TASK, queue=QUEUE_EMAIL, pass_context=True, retry=retry)
+    @survive_shutdown
     async def send_email(context: procrastinate.JobContext, notification_id: str) -> None:
         await send_notification(deps_of(context), notification_id)
 
     @app.task(name=EVENT_TASK, queue=QUEUE_WEBHOOKS, pass_context=True, retry=retry)
+    @survive_shutdown
     async def handle_email_delivery_event(
         context: procrastinate.JobContext, delivery_id: str
     ) -> None:

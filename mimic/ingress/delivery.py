@@ -150,9 +150,12 @@ async def run_delivery(deps: Deps, delivery_id: str, perform: Perform) -> None:
             json.dumps(outcome.result) if outcome.result is not None else None,
             outcome.error,
         )
-        if status != "dispatched":
+        if event_uuid is not None and status != "dispatched":
             await conn.execute(queries["lock_event"], event_uuid)
             await conn.execute(queries["roll_up_event"], event_uuid)
+    if event_uuid is None:
+        logger.info("delivery %s already succeeded; ignoring a later attempt", delivery_id)
+        return
 
     metrics.deliveries_finished.labels(target, status).inc()
     if status == "success":

@@ -32,10 +32,11 @@ SELECT status FROM webhook_deliveries WHERE id = $1
 
 -- name: finish_delivery
 -- Record the outcome of one attempt; last_error keeps the latest failure, even after success.
+-- A success is final: an overlapping attempt that ends later cannot overwrite it.
 UPDATE webhook_deliveries
    SET status = $2, result = $3::jsonb, last_error = coalesce($4, last_error), updated_at = now(),
        completed_at = CASE WHEN $2 IN ('success', 'failed') THEN now() END
- WHERE id = $1
+ WHERE id = $1 AND status <> 'success'
 RETURNING event_id
 
 -- name: lock_event

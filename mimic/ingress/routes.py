@@ -77,8 +77,6 @@ async def read_body(request: Request[Any, Any, Any]) -> bytes:
 
 
 def decode_event(body: bytes, schema: type[Any]) -> Any:
-    if b"\\u0000" in body:
-        raise BadRequest("JSON with \\u0000 cannot be stored", code="invalid_json")
     try:
         return msgspec.json.decode(body, type=schema)
     except msgspec.ValidationError as exc:
@@ -95,7 +93,8 @@ def require_secret(secret: Secret | None, name: str) -> str:
 
 async def accept(deps: Deps, event: IncomingEvent, routes: list[Route]) -> WebhookAccepted:
     started = time.perf_counter()
-    accepted: Accepted = await ingest(deps.db, event, routes)
+    with counted_rejections(event.provider):
+        accepted: Accepted = await ingest(deps.db, event, routes)
     metrics.webhooks_received.labels(event.provider, str(accepted.duplicate).lower()).inc()
     metrics.webhook_latency.labels(event.provider).observe(time.perf_counter() - started)
     return WebhookAccepted(event_id=accepted.event_id, duplicate=accepted.duplicate)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
+import asyncpg
 import msgspec
 
 from mimic.db import Database, load_queries
+from mimic.errors import BadRequest
 from mimic.jobs import QUEUE_WEBHOOKS, JobToDefer, defer_jobs
 
 queries = load_queries("mimic.ingress")
@@ -42,6 +44,18 @@ async def ingest(db: Database, event: IncomingEvent, routes: Sequence[Route]) ->
     A concurrent duplicate waits on the unique index and then sees the committed row.
     """
     new_id = uuid.uuid4()
+    try:
+        return await _store(db, new_id, event, routes)
+    except asyncpg.DataError as exc:
+        # JSON that msgspec parses but Postgres cannot store (e.g. \u0000 in a string).
+        raise BadRequest(
+            f"the event cannot be stored: {exc.__class__.__name__}", code="invalid_json"
+        ) from None
+
+
+async def _store(
+    db: Database, new_id: uuid.UUID, event: IncomingEvent, routes: Sequence[Route]
+) -> Accepted:
     async with db.transaction() as conn:
         inserted = await conn.fetchval(
             queries["insert_event"],

@@ -113,3 +113,33 @@ async def test_sigterm_lets_the_in_flight_delivery_finish(
         assert await conn.fetchval("SELECT count(*) FROM procrastinate_workers") == 0
     finally:
         await conn.close()
+
+
+async def test_job_past_the_grace_period_is_retried_not_lost(
+    database_url: str, inkpass: FakeHTTPServer
+) -> None:
+    # The call outlives WORKER_SHUTDOWN_GRACE_SECONDS: the worker aborts it, and the job
+    # must come back for the next worker instead of ending `aborted` for good.
+    inkpass.script(Reply(status=200, delay=5), Reply(status=200))
+    event = await post_event(database_url, "evt_grace")
+    env = {**worker_env(database_url, inkpass), "WORKER_SHUTDOWN_GRACE_SECONDS": "0.5"}
+    first = start_mimic("worker", env)
+    try:
+        await inkpass.wait_for_requests(1, within=30)
+    finally:
+        output = await asyncio.to_thread(stop, first, signal.SIGTERM)
+    assert first.returncode == 0, output
+    assert await status_of(database_url, event) == "received"
+
+    second = start_mimic("worker", env)
+    try:
+
+        async def delivered() -> bool:
+            return await status_of(database_url, event) == "delivered"
+
+        await wait_for(delivered, within=30)
+    finally:
+        await asyncio.to_thread(stop, second, signal.SIGTERM)
+    keys = {r.headers["idempotency-key"] for r in inkpass.requests}
+    assert len(inkpass.requests) == 2
+    assert len(keys) == 1

@@ -10,7 +10,15 @@ import procrastinate
 import pytest
 from procrastinate.schema import SchemaManager
 
-from mimic.jobs import _DEFER_SQL, QUEUE_MAINTENANCE, JobToDefer, build_app, defer_jobs, deps_of
+from mimic.jobs import (
+    _DEFER_SQL,
+    _RETRY_STALLED_SQL,
+    QUEUE_MAINTENANCE,
+    JobToDefer,
+    build_app,
+    defer_jobs,
+    deps_of,
+)
 from mimic.settings import Settings
 
 from ..conftest import running_worker, wait_for
@@ -82,8 +90,13 @@ async def test_defer_outside_a_transaction_is_refused(conn: asyncpg.Connection) 
 def test_defer_sql_names_a_function_the_installed_procrastinate_defines() -> None:
     # A procrastinate upgrade that renames or retypes the entry point fails here
     # (and in the worker test above), not in production.
-    names = set(re.findall(r"procrastinate_\w+_v\d+", _DEFER_SQL))
-    assert names == {"procrastinate_defer_jobs_v1", "procrastinate_job_to_defer_v1"}
+    names = set(re.findall(r"procrastinate_\w+_v\d+", _DEFER_SQL + _RETRY_STALLED_SQL))
+    assert names == {
+        "procrastinate_defer_jobs_v1",
+        "procrastinate_job_to_defer_v1",
+        "procrastinate_retry_job_v2",
+    }
     schema = SchemaManager.get_schema()
     assert "CREATE FUNCTION procrastinate_defer_jobs_v1(" in schema
     assert "CREATE TYPE procrastinate_job_to_defer_v1 AS (" in schema
+    assert "CREATE FUNCTION procrastinate_retry_job_v2(" in schema

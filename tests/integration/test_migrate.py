@@ -7,10 +7,11 @@ import subprocess
 import sys
 
 import asyncpg
+import msgspec
 import pytest
 
 from mimic.errors import SchemaError
-from mimic.migrate import MIGRATIONS_DIR, load_steps, migrate, schema_status
+from mimic.migrate import BASELINE, MIGRATIONS_DIR, Step, load_steps, migrate, schema_status
 
 
 async def test_five_processes_at_once_end_with_one_schema(empty_database_url: str) -> None:
@@ -34,8 +35,10 @@ async def test_five_processes_at_once_end_with_one_schema(empty_database_url: st
 
     conn = await asyncpg.connect(empty_database_url)
     try:
-        rows = await conn.fetch("SELECT version FROM mimic_schema_migrations ORDER BY version")
-        assert [r["version"] for r in rows] == [s.version for s in load_steps()]
+        rows = await conn.fetch("SELECT version FROM mimic_schema_migrations")
+        versions = [r["version"] for r in rows]
+        assert sorted(versions) == sorted(s.version for s in load_steps())
+        assert len(versions) == len(set(versions))
         assert await conn.fetchval("SELECT to_regclass('procrastinate_jobs')") is not None
         assert await conn.fetchval("SELECT to_regclass('webhook_events')") is not None
         status = await schema_status(conn, load_steps())
@@ -93,3 +96,39 @@ async def test_failed_migration_rolls_back_and_is_not_recorded(
         assert recorded == 0
     finally:
         await conn.close()
+
+
+async def test_procrastinate_upgrade_applies_only_its_new_migrations(
+    database_url: str, empty_database_url: str
+) -> None:
+    # A future procrastinate ships one more migration than the schema we applied.
+    upgrade = Step(
+        version="procrastinate/99.00.00_01_probe",
+        sql="CREATE TABLE procrastinate_upgrade_probe (id int);",
+        in_baseline=True,
+    )
+    steps = [*load_steps(), upgrade]
+    assert await migrate(database_url, steps) == [upgrade.version]
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('procrastinate_upgrade_probe')")
+    finally:
+        await conn.close()
+
+    # On an empty database the full schema already contains it: recorded, not run.
+    await migrate(empty_database_url, steps)
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('procrastinate_upgrade_probe')") is None
+        assert (await schema_status(conn, steps)).current
+    finally:
+        await conn.close()
+
+
+async def test_a_changed_procrastinate_schema_text_is_not_an_edit(database_url: str) -> None:
+    steps = load_steps()
+    changed = [
+        msgspec.structs.replace(s, sql=s.sql + "\n-- 3.10.1") if s.version == BASELINE else s
+        for s in steps
+    ]
+    assert await migrate(database_url, changed) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -13,6 +14,9 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from mimic.app import create_app
+from mimic.billing.inkpass import inkpass_request
+from mimic.deps import open_deps
+from mimic.ingress.delivery import http_delivery, run_delivery
 from mimic.jobs import QUEUE_WEBHOOKS, JobToDefer, defer_jobs
 from mimic.settings import Settings
 
@@ -177,18 +181,23 @@ async def test_transient_failure_is_retried_with_the_same_idempotency_key(
 
 async def test_retry_after_is_honoured(
     client: AsyncTestClient[Litestar],
-    settings: Settings,
+    database_url: str,
     db: asyncpg.Connection,
     inkpass: FakeHTTPServer,
 ) -> None:
-    inkpass.script(Reply(status=503, headers={"Retry-After": "1"}), Reply(status=200))
+    # Backoff alone would wait at most 0.1 s here; Retry-After asks for 2 s.
+    settings = routing_settings(
+        database_url,
+        inkpass,
+        DELIVERY_BACKOFF_BASE_SECONDS="0.05",
+        DELIVERY_BACKOFF_MAX_SECONDS="10",
+    )
+    inkpass.script(Reply(status=503, headers={"Retry-After": "2"}), Reply(status=200))
     event_id = await send(client, "invoice.paid")
     async with running_worker(settings):
-        started = time.monotonic()
         await event_settled(db, event_id)
-    assert len(inkpass.requests) == 2
-    # The backoff alone would be <= 0.5 s (DELIVERY_BACKOFF_MAX_SECONDS in tests).
-    assert time.monotonic() - started >= 0.9
+    first, second = inkpass.requests
+    assert second.at - first.at >= 1.9
 
 
 async def test_other_4xx_fails_at_once(
@@ -268,3 +277,31 @@ async def test_worker_wakes_on_notify_not_polling(
         await inkpass.wait_for_requests(1, within=5)
     # procrastinate polls every 5 s by default; LISTEN/NOTIFY makes this far faster.
     assert time.monotonic() - started < 1.0
+
+
+async def test_overlapping_attempts_cannot_undo_a_success(
+    client: AsyncTestClient[Litestar],
+    settings: Settings,
+    db: asyncpg.Connection,
+    inkpass: FakeHTTPServer,
+) -> None:
+    # Two runs of one delivery overlap (e.g. a stalled-job retry while the first still
+    # runs): the first gets 200, the later one a 409 that must not overwrite the success.
+    inkpass.script(Reply(status=200, delay=0.3), Reply(status=409, delay=0.8))
+    event_id = await send(client, "invoice.paid")
+    delivery = await delivery_of(db, event_id)
+    async with open_deps(settings) as deps:
+        deliver = http_delivery(inkpass_request)
+        slow = asyncio.create_task(run_delivery(deps, str(delivery["id"]), deliver))
+        await inkpass.wait_for_requests(1)
+        # Claims while the first is in flight; its 409 arrives after the first's 200.
+        await run_delivery(deps, str(delivery["id"]), deliver)
+        await slow
+    assert len(inkpass.requests) == 2
+    final = await delivery_of(db, event_id)
+    assert final["status"] == "success"
+    event = await db.fetchrow(
+        "SELECT status FROM webhook_events WHERE id = $1", uuid.UUID(event_id)
+    )
+    assert event is not None
+    assert event["status"] == "delivered"

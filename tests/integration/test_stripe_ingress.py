@@ -150,6 +150,7 @@ def rejected(reason: str) -> float:
 
 GOOD = stripe_event("invoice.paid", id="evt_bad_input")
 NUL = b'{"id": "evt_nul", "type": "x", "note": "\\u0000"}'
+ESCAPED = b'{"id": "evt_escaped", "type": "x", "note": "C:\\\\u0000 is a path"}'
 
 
 def signed(body: bytes, **kwargs: Any) -> Callable[[], dict[str, str]]:
@@ -202,14 +203,30 @@ async def test_bad_input_is_400_named_logged_counted_and_not_stored(
     assert secret not in response.text
 
 
-async def test_body_over_the_limit_is_413_and_not_stored(database_url: str) -> None:
+async def test_escaped_backslash_u0000_is_ordinary_text(
+    client: AsyncTestClient[Litestar], database_url: str
+) -> None:
+    response = await client.post(URL, content=ESCAPED, headers=stripe_headers(ESCAPED))
+    assert response.status_code == 200
+    row = await fetch_event(database_url, "evt_escaped")
+    assert row is not None
+    assert json.loads(row["payload_text"])["note"] == "C:\\u0000 is a path"
+
+
+async def test_body_over_the_limit_is_413_logged_counted_and_not_stored(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = make_settings(database_url, WEBHOOK_MAX_BODY_BYTES="1024")
     body = stripe_event("invoice.paid", id="evt_big", padding="x" * 2000)
+    before = rejected("payload_too_large")
     async with client_for(create_app(settings)) as client:
-        response = await client.post(URL, content=body, headers=stripe_headers(body))
+        with caplog.at_level(logging.WARNING, logger="mimic"):
+            response = await client.post(URL, content=body, headers=stripe_headers(body))
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
     assert (await table_counts(database_url))["webhook_events"] == 0
+    assert rejected("payload_too_large") == before + 1
+    assert "payload_too_large" in caplog.text
 
 
 async def test_body_at_the_limit_is_accepted(database_url: str) -> None:
@@ -222,8 +239,16 @@ async def test_body_at_the_limit_is_accepted(database_url: str) -> None:
     assert response.status_code == 200
 
 
-async def test_database_down_is_503_never_200() -> None:
-    settings = make_settings("postgresql://postgres@127.0.0.1:1/none")
+@pytest.mark.parametrize("wrong", ["port", "database"])
+async def test_database_down_is_503_never_200(server_url: str, wrong: str) -> None:
+    from ..conftest import with_database
+
+    url = (
+        "postgresql://postgres@127.0.0.1:1/none"
+        if wrong == "port"
+        else with_database(server_url, "no_such_database")
+    )
+    settings = make_settings(url)
     body = stripe_event("invoice.paid")
     async with client_for(create_app(settings)) as client:
         response = await client.post(URL, content=body, headers=stripe_headers(body))

@@ -71,13 +71,23 @@ def test_production_refuses_missing_secrets() -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env({"MIMIC_ENV": "production", "DATABASE_URL": "postgresql://x/y"})
     message = str(info.value)
-    for name in ("STRIPE_WEBHOOK_SECRET", "RESEND_WEBHOOK_SECRET", "MIMIC_SERVICE_API_KEY"):
+    for name in (
+        "STRIPE_WEBHOOK_SECRET",
+        "RESEND_WEBHOOK_SECRET",
+        "MIMIC_SERVICE_API_KEY",
+        "INKPASS_INTERNAL_URL",
+    ):
         assert name in message
     assert "DATABASE_URL" not in message
 
 
 def test_production_with_every_secret_starts() -> None:
-    env = {**TEST_SECRETS, "MIMIC_ENV": "production", "DATABASE_URL": "postgresql://x/y"}
+    env = {
+        **TEST_SECRETS,
+        "MIMIC_ENV": "production",
+        "DATABASE_URL": "postgresql://x/y",
+        "INKPASS_INTERNAL_URL": "http://inkpass:8002",
+    }
     assert Settings.from_env(env).env == "production"
 
 
@@ -97,3 +107,20 @@ def test_log_filter_masks_every_configured_secret() -> None:
     RedactSecrets(settings_secrets(settings)).filter(record)
     assert secret not in record.getMessage()
     assert "[redacted]" in record.getMessage()
+
+
+def test_database_password_is_masked_in_logs_even_alone() -> None:
+    import logging
+
+    settings = Settings.from_env({"DATABASE_URL": "postgresql://mimic:S3cret%25zzPW@db/mimic"})
+    record = logging.LogRecord(
+        "psycopg.pool", logging.WARNING, __file__, 1, 'invalid token: "S3cret%zzPW"', None, None
+    )
+    RedactSecrets(settings_secrets(settings)).filter(record)
+    assert "S3cret" not in record.getMessage()
+
+
+def test_dev_gets_a_documented_api_key_production_does_not() -> None:
+    assert Settings.from_env({}).accepted_api_keys == (Secret("mimic-dev-key"),)
+    with pytest.raises(ConfigError, match="MIMIC_SERVICE_API_KEY"):
+        Settings.from_env({"MIMIC_ENV": "production"})
