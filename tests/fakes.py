@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import email
+import email.message
+import email.policy
 import json
 import socket
 import threading
 import time
+import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -134,3 +139,77 @@ class FakeHTTPServer:
 def fake_server(responder: Responder | None = None) -> Iterator[FakeHTTPServer]:
     with FakeHTTPServer(responder) as server:
         yield server
+
+
+def resend_responder() -> Responder:
+    """Resend's API as far as Mimic uses it: POST /emails, idempotent by key."""
+    ids: dict[str, str] = {}
+
+    def respond(request: Received) -> Reply:
+        if request.method != "POST" or request.path != "/emails":
+            return Reply(status=404, body={"name": "not_found", "message": "no route"})
+        key = request.headers.get("idempotency-key") or uuid.uuid4().hex
+        email_id = ids.setdefault(key, f"re_{uuid.uuid4().hex[:16]}")
+        return Reply(status=200, body={"id": email_id})
+
+    return respond
+
+
+def postmark_responder() -> Responder:
+    """Postmark's API: POST /email, and outbound search by metadata."""
+    sent: dict[str, str] = {}  # notification id -> MessageID
+
+    def respond(request: Received) -> Reply:
+        if request.method == "POST" and request.path == "/email":
+            body = request.json()
+            message_id = str(uuid.uuid4())
+            sent[body["Metadata"]["mimic_notification_id"]] = message_id
+            return Reply(body={"MessageID": message_id, "ErrorCode": 0, "Message": "OK"})
+        if request.method == "GET" and request.path.startswith("/messages/outbound"):
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.path).query)
+            wanted = query.get("metadata_mimic_notification_id", [""])[0]
+            found = [{"MessageID": sent[wanted]}] if wanted in sent else []
+            return Reply(body={"TotalCount": len(found), "Messages": found})
+        return Reply(status=404, body={"ErrorCode": 404, "Message": "no route"})
+
+    return respond
+
+
+class SmtpSink:
+    """A real aiosmtpd SMTP server on loopback that keeps what it receives."""
+
+    def __init__(self, refuse: set[str] | None = None) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[email.message.EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+        self.refuse = refuse or set()
+        sink = self
+
+        class Handler:
+            async def handle_RCPT(
+                self, server: Any, session: Any, envelope: Any, address: str, options: Any
+            ) -> str:
+                if address in sink.refuse:
+                    return "550 5.1.1 mailbox unavailable"
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
+                assert isinstance(parsed, email.message.EmailMessage)
+                sink.messages.append(parsed)
+                sink.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+                return "250 Message accepted"
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+
+    def __enter__(self) -> SmtpSink:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._controller.stop()
