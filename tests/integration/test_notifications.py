@@ -60,7 +60,7 @@ async def counts(db: asyncpg.Connection) -> tuple[int, int]:
     return int(notifications), int(jobs)
 
 
-PROTECTED = [
+PROTECTED: list[tuple[str, str, Any]] = [
     ("POST", "/api/v1/notifications/email", WELCOME),
     ("GET", f"/api/v1/notifications/{uuid.uuid4()}", None),
     ("GET", "/api/v1/notifications", None),
@@ -135,7 +135,7 @@ async def test_dev_send_reaches_the_smtp_server_and_is_tracked(
     async with running_worker(settings):
 
         async def sent() -> bool:
-            return await db.fetchval("SELECT status FROM notifications") == "sent"
+            return bool(await db.fetchval("SELECT status FROM notifications") == "sent")
 
         await wait_for(sent)
     [message] = smtp.messages
@@ -146,6 +146,7 @@ async def test_dev_send_reaches_the_smtp_server_and_is_tracked(
     assert message["Message-ID"] == f"<{accepted['id']}@mimic>"
     assert "Bcc" not in message
     mail_from, recipients = smtp.envelopes[0]
+    assert mail_from == "no-reply@mimic.local"
     assert set(recipients) == {"ann@example.com", "bob@example.com", "audit@example.com"}
     parts = {p.get_content_type(): p.get_content() for p in message.iter_parts()}
     assert "Ann &lt;script&gt;" in parts["text/html"]
