@@ -1,0 +1,170 @@
+"""Resend (Svix-signed) delivery webhooks move a notification's status and timeline."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from svix.webhooks import Webhook
+
+from mimic.settings import Settings
+
+from ..conftest import TEST_SECRETS, running_worker, table_counts, wait_for
+
+URL = "/api/v1/gateway/webhooks/resend"
+SECRET = TEST_SECRETS["RESEND_WEBHOOK_SECRET"]
+
+
+def signed(
+    body: bytes, *, msg_id: str | None = None, at: float | None = None, secret: str = SECRET
+) -> dict[str, str]:
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    when = datetime.datetime.fromtimestamp(at if at is not None else time.time(), datetime.UTC)
+    signature = Webhook(secret).sign(msg_id, when, body.decode())
+    return {
+        "svix-id": msg_id,
+        "svix-timestamp": str(int(when.timestamp())),
+        "svix-signature": signature,
+        "Content-Type": "application/json",
+    }
+
+
+def resend_event(event_type: str, email_id: str, **data: Any) -> bytes:
+    return json.dumps(
+        {
+            "type": event_type,
+            "created_at": "2026-11-26T10:00:00.000Z",
+            "data": {"email_id": email_id, "to": ["ann@example.com"], **data},
+        }
+    ).encode()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+async def sent_notification(db: asyncpg.Connection, email_id: str) -> uuid.UUID:
+    nid = uuid.uuid4()
+    await db.execute(
+        """INSERT INTO notifications (id, template, "to", "from", subject, html, text, provider,
+                                      provider_message_id, status, attempts, sent_at)
+           VALUES ($1, 'welcome', '{ann@example.com}', 'x@example.com', 's', 'h', 't',
+                   'resend', $2, 'sent', 1, now())""",
+        nid,
+        email_id,
+    )
+    return nid
+
+
+async def status_and_timeline(db: asyncpg.Connection, nid: uuid.UUID) -> tuple[str, list[str]]:
+    status = await db.fetchval("SELECT status FROM notifications WHERE id = $1", nid)
+    rows = await db.fetch(
+        "SELECT status FROM notification_events WHERE notification_id = $1 ORDER BY id", nid
+    )
+    return str(status), [r["status"] for r in rows]
+
+
+async def test_delivered_then_bounced_moves_forward_never_back(
+    client: AsyncTestClient[Litestar], settings: Settings, db: asyncpg.Connection
+) -> None:
+    nid = await sent_notification(db, "re_abc")
+    for event_type, extra in [
+        ("email.delivery_delayed", {}),
+        ("email.delivered", {}),
+        ("email.bounced", {"bounce": {"message": "mailbox full", "type": "Permanent"}}),
+        ("email.delivered", {}),  # late and out of order: must not undo the bounce
+    ]:
+        body = resend_event(event_type, "re_abc", **extra)
+        response = await client.post(URL, content=body, headers=signed(body))
+        assert response.status_code == 200
+        assert response.json()["duplicate"] is False
+
+    async with running_worker(settings):
+
+        async def all_applied() -> bool:
+            return len((await status_and_timeline(db, nid))[1]) == 4
+
+        await wait_for(all_applied)
+    status, timeline = await status_and_timeline(db, nid)
+    assert status == "bounced"
+    assert sorted(timeline) == ["bounced", "delivered", "delivered", "delivery_delayed"]
+    error = await db.fetchval("SELECT error FROM notifications WHERE id = $1", nid)
+    assert "mailbox full" in error
+    stored = await db.fetch("SELECT provider, status FROM webhook_events")
+    assert {(r["provider"], r["status"]) for r in stored} == {("resend", "delivered")}
+
+
+async def test_the_same_svix_message_twice_is_a_duplicate(
+    client: AsyncTestClient[Litestar], database_url: str
+) -> None:
+    body = resend_event("email.delivered", "re_dup")
+    headers = signed(body, msg_id="msg_fixed")
+    first = await client.post(URL, content=body, headers=headers)
+    second = await client.post(URL, content=body, headers=headers)
+    assert first.json()["duplicate"] is False
+    assert second.json() == {"event_id": first.json()["event_id"], "duplicate": True}
+    assert await table_counts(database_url) == {
+        "webhook_events": 1,
+        "webhook_deliveries": 1,
+        "procrastinate_jobs": 1,
+    }
+
+
+async def test_non_email_events_are_stored_as_ignored(
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection
+) -> None:
+    body = json.dumps({"type": "contact.created", "data": {"id": "c1"}}).encode()
+    response = await client.post(URL, content=body, headers=signed(body))
+    assert response.status_code == 200
+    assert await db.fetchval("SELECT status FROM webhook_events") == "ignored"
+
+
+NOW = time.time()
+BODY = resend_event("email.delivered", "re_x")
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({}, "missing_signature"),
+        ({**signed(BODY), "svix-signature": ""}, "missing_signature"),
+        ({**signed(BODY), "svix-timestamp": "soon"}, "malformed_signature"),
+        (signed(BODY, secret="whsec_b3RoZXJzZWNyZXQ="), "signature_mismatch"),
+        (signed(BODY, at=NOW - 400), "timestamp_out_of_tolerance"),
+        (signed(BODY, at=NOW + 400), "timestamp_out_of_tolerance"),
+    ],
+)
+async def test_bad_signatures_are_400_and_nothing_is_stored(
+    client: AsyncTestClient[Litestar],
+    db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+    headers: dict[str, str],
+    reason: str,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="mimic"):
+        response = await client.post(URL, content=BODY, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"] == reason
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
+    assert SECRET not in caplog.text
+
+
+async def test_tampered_body_is_a_mismatch(
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection
+) -> None:
+    headers = signed(BODY)
+    response = await client.post(URL, content=BODY.replace(b"re_x", b"re_y"), headers=headers)
+    assert response.json()["error"] == "signature_mismatch"
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
