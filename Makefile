@@ -6,7 +6,7 @@ SHELL := /bin/bash
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN = $(UV) run --frozen
 
-.PHONY: help uv install run api worker migrate test lint format bench jobs check-packaging clean
+.PHONY: help uv install run api worker migrate test lint format bench jobs mail check-packaging clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,6 +49,9 @@ bench: install ## throughput and latency figures, printed (embedded Postgres)
 ARGS ?= list_jobs status=failed
 jobs: install ## procrastinate CLI on Mimic's app, e.g. make jobs ARGS="list_jobs status=failed"
 	PROCRASTINATE_APP=mimic.jobs.app $(RUN) procrastinate shell $(ARGS)
+
+mail: install ## a local SMTP sink on :1025 that prints every message (Mailpit stand-in)
+	$(RUN) python -m aiosmtpd -n -l 127.0.0.1:1025 -c aiosmtpd.handlers.Debugging
 
 check-packaging: install ## static checks of Containerfile and compose.yaml (no Docker needed)
 	$(RUN) hadolint Containerfile
