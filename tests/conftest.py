@@ -109,6 +109,14 @@ def empty_database_url(server_url: str) -> Iterator[str]:
     admin_execute(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection to this test's database, for setup and assertions."""
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
 def make_settings(database_url: str | None, **overrides: str) -> Settings:
     env = {
         **TEST_SECRETS,

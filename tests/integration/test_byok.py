@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import asyncpg
 import pytest
@@ -43,13 +43,6 @@ def settings(database_url: str, resend: FakeHTTPServer) -> Settings:
     return make_settings(
         database_url, EMAIL_PROVIDER="dev", RESEND_API_URL=resend.url, DEV_SMTP_PORT="9"
     )
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    yield conn
-    await conn.close()
 
 
 async def everything_stored(db: asyncpg.Connection) -> str:

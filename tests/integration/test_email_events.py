@@ -7,7 +7,6 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -46,13 +45,6 @@ def resend_event(event_type: str, email_id: str, **data: Any) -> bytes:
             "data": {"email_id": email_id, "to": ["ann@example.com"], **data},
         }
     ).encode()
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    yield conn
-    await conn.close()
 
 
 async def sent_notification(db: asyncpg.Connection, email_id: str) -> uuid.UUID:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -43,13 +43,6 @@ def settings(database_url: str, smtp: SmtpSink) -> Settings:
         DEV_SMTP_PORT=str(smtp.port),
         MIMIC_API_KEYS="second-caller-key-123",
     )
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    yield conn
-    await conn.close()
 
 
 async def counts(db: asyncpg.Connection) -> tuple[int, int]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -57,13 +57,6 @@ def settings(
         EMAIL_MAX_ATTEMPTS="3",
         PROVIDER_TIMEOUT_SECONDS="0.5",
     )
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    yield conn
-    await conn.close()
 
 
 async def queue(client: AsyncTestClient[Litestar], **extra: Any) -> str:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import asyncpg
 import pytest
@@ -53,13 +53,6 @@ def routing_settings(database_url: str, inkpass: FakeHTTPServer, **extra: str) -
 @pytest.fixture
 def settings(database_url: str, inkpass: FakeHTTPServer) -> Settings:
     return routing_settings(database_url, inkpass)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    yield conn
-    await conn.close()
 
 
 async def send(client: AsyncTestClient[Litestar], event_type: str, **fields: object) -> str:
