@@ -63,4 +63,7 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
     # httpx logs every request URL at INFO; keep it at WARNING.
+    # httpx logs every request URL at INFO, httpcore every header problem at DEBUG (which can
+    # quote an Authorization value): keep both at WARNING.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)

@@ -90,7 +90,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     email_from: str = "Mimic <no-reply@mimic.local>"
     dev_smtp_host: str = "localhost"
     dev_smtp_port: int = 1025
-    smtp_host: str = "localhost"
+    #: None: no platform SMTP server (tenants may still bring their own).
+    smtp_host: str | None = None
     smtp_port: int = 587
     smtp_username: str | None = None
     smtp_password: Secret | None = None
@@ -153,7 +154,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             email_from=reader.text("EMAIL_FROM", "Mimic <no-reply@mimic.local>"),
             dev_smtp_host=reader.text("DEV_SMTP_HOST", "localhost"),
             dev_smtp_port=reader.integer("DEV_SMTP_PORT", 1025, low=1, high=65535),
-            smtp_host=reader.text("SMTP_HOST", "localhost"),
+            smtp_host=reader.optional_text("SMTP_HOST"),
             smtp_port=reader.integer("SMTP_PORT", 587, low=1, high=65535),
             smtp_username=reader.optional_text("SMTP_USERNAME"),
             smtp_password=reader.secret("SMTP_PASSWORD"),

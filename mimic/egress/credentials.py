@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any, Literal
 
 import msgspec
@@ -61,19 +62,31 @@ def _associated(tenant_id: str, provider: str) -> bytes:
     return f"mimic-credential:{tenant_id}:{provider}".encode()
 
 
+_API_KEY = re.compile(r"^[\x21-\x7e]{8,512}$")  # printable ASCII, no spaces
+#: Showing the last 4 characters of a shorter secret would give too much of it away.
+LAST4_MIN_LENGTH = 12
+
+
+def last4(secret: str | None) -> str:
+    return secret[-4:] if secret and len(secret) >= LAST4_MIN_LENGTH else ""
+
+
 def _secret_payload(provider: CredentialProvider, body: CredentialIn) -> tuple[bytes, str]:
-    """The plaintext to seal and the last 4 characters to show."""
+    """The plaintext to seal and the last 4 characters to show (never a secret's values)."""
     if provider == "smtp":
         if body.smtp is None or body.api_key is not None:
             raise BadRequest("smtp credentials need `smtp` settings and no `api_key`")
         if not body.smtp.host or not 0 < body.smtp.port < 65536:
             raise BadRequest("smtp.host must be set and smtp.port be 1-65535")
-        return msgspec.json.encode(body.smtp), (body.smtp.password or "")[-4:]
+        password = body.smtp.password or ""
+        if any(ch in password for ch in "\r\n\x00"):
+            raise BadRequest("smtp.password must not contain line breaks or NUL")
+        return msgspec.json.encode(body.smtp), last4(password)
     if not body.api_key or body.smtp is not None:
         raise BadRequest(f"{provider} credentials need `api_key` and no `smtp` settings")
-    if len(body.api_key) < 8:
-        raise BadRequest("api_key is too short to be a provider key")
-    return msgspec.json.encode({"api_key": body.api_key}), body.api_key[-4:]
+    if not _API_KEY.match(body.api_key):
+        raise BadRequest("api_key must be 8-512 printable ASCII characters without spaces")
+    return msgspec.json.encode({"api_key": body.api_key}), last4(body.api_key)
 
 
 async def put_credential(

@@ -48,6 +48,13 @@ class SmtpConfig(msgspec.Struct, kw_only=True, frozen=True):
         return f"SmtpConfig(host={self.host!r}, port={self.port}, security={self.security!r})"
 
 
+class Sent(msgspec.Struct, frozen=True):
+    """The provider took the message: its id, and anything worth a line in the timeline."""
+
+    message_id: str
+    note: str | None = None
+
+
 class SendError(Exception):
     def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
         super().__init__(reason)
@@ -93,7 +100,7 @@ async def _post(http: httpx.AsyncClient, url: str, timeout: float, **kwargs: Any
 
 async def send_resend(
     http: httpx.AsyncClient, *, base_url: str, api_key: str, message: OutgoingEmail, timeout: float
-) -> str:
+) -> Sent:
     payload: dict[str, Any] = {
         "from": message.sender,
         "to": message.to,
@@ -122,10 +129,14 @@ async def send_resend(
         },
     )
     if response.is_success:
-        email_id = response.json().get("id")
+        try:
+            email_id = response.json().get("id")
+        except (ValueError, AttributeError):
+            email_id = None
         if not isinstance(email_id, str):
-            raise RetryableSendError("Resend answered without an email id")
-        return email_id
+            # Retrying with the same Idempotency-Key returns the first send's id.
+            raise RetryableSendError("Resend answered 2xx without an email id")
+        return Sent(email_id)
     reason = f"Resend {response.status_code}: {_error_text(response)}"
     name = ""
     with contextlib.suppress(ValueError, AttributeError):
@@ -147,7 +158,7 @@ def _postmark_headers(token: str) -> dict[str, str]:
 
 async def send_postmark(
     http: httpx.AsyncClient, *, base_url: str, token: str, message: OutgoingEmail, timeout: float
-) -> str:
+) -> Sent:
     payload: dict[str, Any] = {
         "From": message.sender,
         "To": ", ".join(message.to),
@@ -180,7 +191,7 @@ async def send_postmark(
         message_id = body.get("MessageID")
         if not isinstance(message_id, str):
             raise RetryableSendError("Postmark answered without a MessageID")
-        return message_id
+        return Sent(message_id)
     reason = f"Postmark {response.status_code}: {_error_text(response)}"
     if "ErrorCode" in body:
         reason += f" (ErrorCode {body['ErrorCode']})"
@@ -237,10 +248,10 @@ def mime_message(message: OutgoingEmail) -> email.message.EmailMessage:
     return mime
 
 
-async def send_smtp(config: SmtpConfig, message: OutgoingEmail, *, timeout: float) -> str:
+async def send_smtp(config: SmtpConfig, message: OutgoingEmail, *, timeout: float) -> Sent:
     mime = mime_message(message)
     try:
-        await aiosmtplib.send(
+        refused, _reply = await aiosmtplib.send(
             mime,
             recipients=[*message.to, *message.cc, *message.bcc],
             hostname=config.host,
@@ -252,8 +263,8 @@ async def send_smtp(config: SmtpConfig, message: OutgoingEmail, *, timeout: floa
             timeout=timeout,
         )
     except aiosmtplib.SMTPRecipientsRefused as exc:
-        refused = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
-        raise PermanentSendError(f"SMTP refused recipients: {refused}") from None
+        every = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+        raise PermanentSendError(f"SMTP refused recipients: {every}") from None
     except aiosmtplib.SMTPResponseException as exc:
         reason = f"SMTP {exc.code}: {exc.message}"
         if 400 <= exc.code < 500:
@@ -261,4 +272,10 @@ async def send_smtp(config: SmtpConfig, message: OutgoingEmail, *, timeout: floa
         raise PermanentSendError(reason) from None
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         raise RetryableSendError(f"SMTP connection failed: {type(exc).__name__}") from None
-    return str(mime["Message-ID"])
+    note = None
+    if refused:
+        # Some recipients were refused; the others got the message.
+        note = "refused: " + "; ".join(
+            f"{rcpt}: {r.code} {r.message}" for rcpt, r in refused.items()
+        )
+    return Sent(str(mime["Message-ID"]), note)

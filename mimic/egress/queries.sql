@@ -117,8 +117,8 @@ SELECT tenant_id, provider, key_id, nonce, ciphertext FROM provider_credentials
  WHERE key_id <> $1 FOR UPDATE
 
 -- name: reseal_credential
--- Replace a credential's ciphertext after rotation.
-UPDATE provider_credentials SET key_id = $3, nonce = $4, ciphertext = $5, updated_at = now()
+-- Replace a credential's ciphertext after rotation (updated_at is the tenant's, not ours).
+UPDATE provider_credentials SET key_id = $3, nonce = $4, ciphertext = $5
  WHERE tenant_id = $1 AND provider = $2
 
 -- name: lock_notification

@@ -55,7 +55,7 @@ ERRORS = {
 def platform_has(settings: Settings, provider: Provider) -> bool:
     return {
         "dev": True,
-        "smtp": True,
+        "smtp": settings.smtp_host is not None,
         "resend": settings.resend_api_key is not None,
         "postmark": settings.postmark_server_token is not None,
     }[provider]

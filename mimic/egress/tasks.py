@@ -18,6 +18,7 @@ from mimic.egress.providers import (
     OutgoingEmail,
     PermanentSendError,
     RetryableSendError,
+    Sent,
     SmtpConfig,
     find_postmark_message,
     send_postmark,
@@ -40,6 +41,8 @@ from mimic.settings import Settings
 logger = logging.getLogger(__name__)
 
 EVENT_TASK = "mimic.tasks.handle_email_delivery_event"
+#: Attempts to find the notification a provider event is about before ignoring the event.
+UNKNOWN_EMAIL_ATTEMPTS = 3
 
 
 class EmailFailed(Exception):
@@ -52,7 +55,7 @@ async def _credential(deps: Deps, row: Any) -> Credential | None:
     return await load_credential(deps.db, deps.keyring, row["tenant_id"], row["provider"])
 
 
-async def dispatch(deps: Deps, row: Any, message: OutgoingEmail, *, resumed: bool) -> str:
+async def dispatch(deps: Deps, row: Any, message: OutgoingEmail, *, resumed: bool) -> Sent:
     """Send through the row's provider with the tenant's key, else the platform's."""
     settings = deps.settings
     timeout = settings.provider_timeout_seconds
@@ -64,17 +67,18 @@ async def dispatch(deps: Deps, row: Any, message: OutgoingEmail, *, resumed: boo
         )
         return await send_smtp(config, message, timeout=timeout)
     if provider == "smtp":
-        config = (
-            credential.smtp
-            if credential and credential.smtp
-            else SmtpConfig(
+        if credential and credential.smtp:
+            config = credential.smtp
+        elif settings.smtp_host is not None:
+            config = SmtpConfig(
                 host=settings.smtp_host,
                 port=settings.smtp_port,
                 username=settings.smtp_username,
                 password=settings.smtp_password.get() if settings.smtp_password else None,
                 security=settings.smtp_security,
             )
-        )
+        else:
+            raise PermanentSendError("no SMTP server for this tenant or the platform")
         return await send_smtp(config, message, timeout=timeout)
     if provider == "resend":
         key = credential.api_key if credential else None
@@ -95,7 +99,8 @@ async def dispatch(deps: Deps, row: Any, message: OutgoingEmail, *, resumed: boo
     if not token:
         raise PermanentSendError("no Postmark server token for this tenant or the platform")
     if resumed:
-        # An earlier attempt died mid-call: Postmark may have sent it already.
+        # An earlier attempt may have reached Postmark (it died mid-call, timed out, or got
+        # a 5xx): Postmark may have sent it already, and has no idempotency key to ask.
         earlier = await find_postmark_message(
             deps.http,
             base_url=settings.postmark_api_url,
@@ -105,7 +110,7 @@ async def dispatch(deps: Deps, row: Any, message: OutgoingEmail, *, resumed: boo
         )
         if earlier is not None:
             logger.info("notification %s was already sent by Postmark", message.notification_id)
-            return earlier
+            return Sent(earlier, "found the earlier send at Postmark; not sent again")
     return await send_postmark(
         deps.http, base_url=settings.postmark_api_url, token=token, message=message, timeout=timeout
     )
@@ -116,12 +121,16 @@ async def _record(
 ) -> None:
     async with deps.db.transaction() as conn:
         if status == "sent":
-            await conn.execute(queries["mark_sent"], notification_id, update["message_id"])
+            changed = await conn.execute(
+                queries["mark_sent"], notification_id, update["message_id"]
+            )
         else:
-            await conn.execute(
+            changed = await conn.execute(
                 queries["mark_unsent"], notification_id, update["new_status"], detail
             )
-        await conn.execute(queries["add_timeline"], notification_id, status, detail, None, None)
+        # Only while still `sending`: a provider event may have moved it on already.
+        if changed != "UPDATE 0":
+            await conn.execute(queries["add_timeline"], notification_id, status, detail, None, None)
 
 
 async def send_notification(deps: Deps, notification_id: str) -> None:
@@ -150,23 +159,31 @@ async def send_notification(deps: Deps, notification_id: str) -> None:
     )
     provider = row["provider"]
     try:
-        message_id = await dispatch(deps, row, message, resumed=row["previous_status"] == "sending")
-    except RetryableSendError as exc:
-        if row["attempts"] < deps.settings.email_max_attempts:
-            await _record(deps, nid, "retrying", exc.reason, new_status="queued")
-            metrics.emails_finished.labels(provider, "retry").inc()
-            logger.warning("notification %s: %s; will retry", notification_id, exc.reason)
-            raise RetryableError(exc.reason, retry_after=exc.retry_after) from None
-        await _record(deps, nid, "failed", exc.reason, new_status="failed")
-        metrics.emails_finished.labels(provider, "failed").inc()
-        raise EmailFailed(exc.reason) from None
+        sent = await dispatch(deps, row, message, resumed=row["attempts"] > 1)
     except (PermanentSendError, DecryptionFailed) as exc:
         reason = exc.reason if isinstance(exc, PermanentSendError) else exc.message
         await _record(deps, nid, "failed", reason, new_status="failed")
         metrics.emails_finished.labels(provider, "failed").inc()
         logger.error("notification %s failed: %s", notification_id, reason)
         raise EmailFailed(reason) from None
-    await _record(deps, nid, "sent", f"{provider} message {message_id}", message_id=message_id)
+    except Exception as exc:
+        # RetryableSendError, or anything unexpected (its message may hold a key, so only
+        # the type is kept): retried within the attempt budget, never left in `sending`.
+        if isinstance(exc, RetryableSendError):
+            reason, retry_after = exc.reason, exc.retry_after
+        else:
+            reason, retry_after = f"unexpected error: {type(exc).__name__}", None
+        if row["attempts"] < deps.settings.email_max_attempts:
+            await _record(deps, nid, "retrying", reason, new_status="queued")
+            metrics.emails_finished.labels(provider, "retry").inc()
+            logger.warning("notification %s: %s; will retry", notification_id, reason)
+            raise RetryableError(reason, retry_after=retry_after) from None
+        await _record(deps, nid, "failed", reason, new_status="failed")
+        metrics.emails_finished.labels(provider, "failed").inc()
+        logger.error("notification %s failed: %s", notification_id, reason)
+        raise EmailFailed(reason) from None
+    detail = f"{provider} message {sent.message_id}" + (f"; {sent.note}" if sent.note else "")
+    await _record(deps, nid, "sent", detail, message_id=sent.message_id)
     metrics.emails_finished.labels(provider, "sent").inc()
     logger.info("notification %s sent via %s", notification_id, provider)
 
@@ -235,8 +252,12 @@ async def apply_email_event(context: DeliveryContext, deps: Deps) -> Outcome:
     status, moves = mapped
     row = await deps.db.fetchrow(queries["find_by_provider_message"], context.provider, email_id)
     if row is None:
-        # The send may not have recorded the provider's id yet: retry a while.
-        return Outcome(kind="retry", error=f"no notification has {context.provider} id {email_id}")
+        missing = f"no notification has {context.provider} id {email_id}"
+        if context.attempt >= UNKNOWN_EMAIL_ATTEMPTS:
+            # Not one of ours (a shared provider account), or never recorded: stop asking.
+            return Outcome(kind="success", result={"ignored": missing})
+        # The send may not have recorded the provider's id yet: retry a little.
+        return Outcome(kind="retry", error=missing)
     detail = _resend_detail(context.event_type, data)
     async with deps.db.transaction() as conn:
         current = await conn.fetchval(queries["lock_notification"], row["id"])
