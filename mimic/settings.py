@@ -101,6 +101,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     postmark_server_token: Secret | None = None
     postmark_api_url: str = "https://api.postmarkapp.com"
     provider_timeout_seconds: float = 10.0
+    #: After an attempt that may have reached Postmark, wait this long before searching
+    #: Postmark for it (its search index lags), then send only if it is not there.
+    postmark_recheck_seconds: float = 60.0
     email_max_attempts: int = 8
     encryption_keys: tuple[EncryptionKey, ...] = ()
 
@@ -166,6 +169,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             postmark_server_token=reader.secret("POSTMARK_SERVER_TOKEN"),
             postmark_api_url=reader.url("POSTMARK_API_URL", "https://api.postmarkapp.com"),
             provider_timeout_seconds=reader.number("PROVIDER_TIMEOUT_SECONDS", 10.0),
+            postmark_recheck_seconds=reader.number("POSTMARK_RECHECK_SECONDS", 60.0),
             email_max_attempts=reader.integer("EMAIL_MAX_ATTEMPTS", 8, low=1),
             encryption_keys=reader.encryption_keys("MIMIC_ENCRYPTION_KEYS"),
         )

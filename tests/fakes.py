@@ -44,6 +44,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     drop: bool = False
+    #: Do what the responder does at once (e.g. record a send), but answer after `delay`.
+    respond: bool = False
 
 
 Responder = Callable[[Received], Reply]
@@ -114,8 +116,11 @@ class FakeHTTPServer:
                     at=time.monotonic(),
                 )
                 reply = fake._next_reply(received)
-                if reply.delay:
-                    time.sleep(reply.delay)
+                delay = reply.delay
+                if reply.respond and fake._responder is not None:
+                    reply = fake._responder(received)  # done now, answered late
+                if delay:
+                    time.sleep(delay)
                 if reply.drop:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)

@@ -34,6 +34,7 @@ from mimic.egress.store import (
     get_notification,
     list_notifications,
     queries,
+    replay,
 )
 from mimic.egress.templates import Rendered, TemplateInfo, Templates
 from mimic.errors import BadRequest, ErrorBody, Unprocessable
@@ -108,6 +109,12 @@ def routes(settings: Settings) -> list[Router]:
         deps: Deps = state.deps
         if data.tenant_id is not None:
             check_tenant(data.tenant_id)
+        if idempotency_key is not None:
+            # Before rendering: a replay answers as the first time did, even if a template
+            # or credential has changed since.
+            earlier = await replay(deps.db, data.tenant_id, idempotency_key, data.fingerprint())
+            if earlier is not None:
+                return Response(earlier, status_code=202, headers={"Idempotent-Replayed": "true"})
         recipients = check_recipients(data)
         rendered = templates.render(data.template, data.data, data.locale)
         provider, tenant_from = await choose_provider(deps, data)

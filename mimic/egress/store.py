@@ -52,9 +52,12 @@ class EmailRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     send_at: datetime.datetime | None = None
 
     def fingerprint(self) -> str:
-        """Same request body -> same hash, whatever the key order."""
+        """Same request -> same hash, whatever the key order or `to` as a string or a list."""
+        normal = msgspec.structs.replace(
+            self, to=[self.to] if isinstance(self.to, str) else self.to
+        )
         return hashlib.sha256(
-            msgspec.json.encode(msgspec.to_builtins(self), order="sorted")
+            msgspec.json.encode(msgspec.to_builtins(normal), order="sorted")
         ).hexdigest()
 
 
@@ -140,9 +143,10 @@ def check_recipients(request: EmailRequest) -> Recipients:
     )
 
 
-async def _replay(
+async def replay(
     db: Database, tenant_id: str | None, key: str, fingerprint: str
 ) -> Accepted | None:
+    """The original answer for a reused Idempotency-Key; 409 if the body differs."""
     row = await db.fetchrow(queries["find_by_idempotency_key"], tenant_id, key)
     if row is None:
         return None
@@ -166,13 +170,10 @@ async def create_notification(
 ) -> tuple[Accepted, bool]:
     """Store the notification and defer its send in one transaction.
 
-    Returns the response and whether it is a replay of an earlier request.
+    Returns the response and whether it is a replay of an earlier request (the caller checks
+    for one first; this catches a concurrent request with the same key).
     """
     fingerprint = request.fingerprint()
-    if idempotency_key is not None:
-        replay = await _replay(db, request.tenant_id, idempotency_key, fingerprint)
-        if replay is not None:
-            return replay, True
     notification_id = uuid.uuid4()
     async with db.transaction() as conn:
         inserted = await conn.fetchval(
@@ -211,9 +212,9 @@ async def create_notification(
     if inserted is None:
         # A concurrent request with the same key committed first.
         assert idempotency_key is not None
-        replay = await _replay(db, request.tenant_id, idempotency_key, fingerprint)
-        assert replay is not None
-        return replay, True
+        earlier = await replay(db, request.tenant_id, idempotency_key, fingerprint)
+        assert earlier is not None
+        return earlier, True
     return Accepted(id=notification_id, status="queued"), False
 
 

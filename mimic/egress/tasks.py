@@ -111,9 +111,20 @@ async def dispatch(deps: Deps, row: Any, message: OutgoingEmail, *, resumed: boo
         if earlier is not None:
             logger.info("notification %s was already sent by Postmark", message.notification_id)
             return Sent(earlier, "found the earlier send at Postmark; not sent again")
-    return await send_postmark(
-        deps.http, base_url=settings.postmark_api_url, token=token, message=message, timeout=timeout
-    )
+    try:
+        return await send_postmark(
+            deps.http,
+            base_url=settings.postmark_api_url,
+            token=token,
+            message=message,
+            timeout=timeout,
+        )
+    except RetryableSendError as exc:
+        # It may have been sent: give Postmark's search time to see it before the retry.
+        raise RetryableSendError(
+            exc.reason,
+            retry_after=max(exc.retry_after or 0.0, settings.postmark_recheck_seconds),
+        ) from None
 
 
 async def _record(

@@ -116,12 +116,20 @@ async def test_smtp_credential_hides_the_password(
     assert SMTP_PASSWORD not in response.text
     assert SMTP_PASSWORD not in await everything_stored(db)
 
+    # A short password is not shown at all: its last 4 would be most of it.
+    body["smtp"]["password"] = "pw12"  # type: ignore[index]
+    short = await client.put(url("acme", "smtp"), json=body, headers=AUTH)
+    assert short.json()["last4"] == ""
+    assert "pw12" not in await everything_stored(db)
+
 
 @pytest.mark.parametrize(
     ("path", "body", "status"),
     [
         (url("acme"), {"from_email": "a@acme.example"}, 400),
         (url("acme"), {"api_key": "short", "from_email": "a@acme.example"}, 400),
+        (url("acme"), {"api_key": "re_key_with\nnewline1234", "from_email": "a@acme.example"}, 400),
+        (url("acme"), {"api_key": "re_key with space1", "from_email": "a@acme.example"}, 400),
         (url("acme"), {"api_key": ACME_KEY, "from_email": "nope"}, 422),
         (url("acme"), {"api_key": ACME_KEY}, 400),
         (url("acme", "smtp"), {"api_key": ACME_KEY, "from_email": "a@acme.example"}, 400),
@@ -298,7 +306,7 @@ async def test_rotate_keys_reseals_under_the_new_key(
 ) -> None:
     body = {"api_key": ACME_KEY, "from_email": "billing@acme.example"}
     await client.put(url("acme"), json=body, headers=AUTH)
-    before = await db.fetchrow("SELECT key_id, ciphertext FROM provider_credentials")
+    before = await db.fetchrow("SELECT key_id, ciphertext, updated_at FROM provider_credentials")
     assert before is not None
     keys = f"{NEW_KEY},{TEST_SECRETS['MIMIC_ENCRYPTION_KEYS']}"
     env = {
@@ -318,10 +326,12 @@ async def test_rotate_keys_reseals_under_the_new_key(
     assert done.returncode == 0, done.stderr
     assert "re-encrypted 1 credential(s) with key 'k2'" in done.stdout
     assert ACME_KEY not in done.stdout + done.stderr
-    after = await db.fetchrow("SELECT key_id, ciphertext FROM provider_credentials")
+    after = await db.fetchrow("SELECT key_id, ciphertext, updated_at FROM provider_credentials")
     assert after is not None
     assert after["key_id"] == "k2"
     assert after["ciphertext"] != before["ciphertext"]
+    # Rotation is ours, not the tenant's: it must not change which credential is "latest".
+    assert after["updated_at"] == before["updated_at"]
 
     # Only the new key is needed now: the old one can be retired.
     settings = make_settings(

@@ -160,3 +160,67 @@ async def test_tampered_body_is_a_mismatch(
     response = await client.post(URL, content=BODY.replace(b"re_x", b"re_y"), headers=headers)
     assert response.json()["error"] == "signature_mismatch"
     assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
+
+
+async def test_event_for_an_email_we_did_not_send_is_ignored_after_a_few_tries(
+    client: AsyncTestClient[Litestar], settings: Settings, db: asyncpg.Connection
+) -> None:
+    body = resend_event("email.delivered", "re_not_ours")
+    assert (await client.post(URL, content=body, headers=signed(body))).status_code == 200
+    async with running_worker(settings):
+
+        async def settled() -> bool:
+            status = await db.fetchval("SELECT status FROM webhook_events")
+            return status in ("delivered", "failed")
+
+        await wait_for(settled)
+    delivery = await db.fetchrow("SELECT status, attempt_count, result FROM webhook_deliveries")
+    assert delivery is not None
+    assert delivery["status"] == "success"
+    assert delivery["attempt_count"] == 3
+    assert "re_not_ours" in json.loads(delivery["result"])["ignored"]
+
+
+async def test_send_then_provider_webhook_end_to_end(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    from mimic.app import create_app
+
+    from ..conftest import client_for, make_settings
+    from ..fakes import FakeHTTPServer, resend_responder
+
+    with FakeHTTPServer(resend_responder()) as resend:
+        settings = make_settings(
+            database_url,
+            EMAIL_PROVIDER="resend",
+            RESEND_API_KEY="re_platform_12345678",
+            RESEND_API_URL=resend.url,
+        )
+        async with client_for(create_app(settings)) as client, running_worker(settings):
+            send = {
+                "to": "ann@example.com",
+                "template": "welcome",
+                "data": {"name": "A", "login_url": "u"},
+            }
+            nid = (
+                await client.post(
+                    "/api/v1/notifications/email",
+                    json=send,
+                    headers={"X-API-Key": TEST_SECRETS["MIMIC_SERVICE_API_KEY"]},
+                )
+            ).json()["id"]
+
+            async def sent() -> bool:
+                return bool(await db.fetchval("SELECT provider_message_id FROM notifications"))
+
+            await wait_for(sent)
+            email_id = await db.fetchval("SELECT provider_message_id FROM notifications")
+            body = resend_event("email.delivered", email_id)
+            assert (await client.post(URL, content=body, headers=signed(body))).status_code == 200
+
+            async def delivered() -> bool:
+                return bool(await db.fetchval("SELECT status FROM notifications") == "delivered")
+
+            await wait_for(delivered)
+    _, timeline = await status_and_timeline(db, uuid.UUID(nid))
+    assert timeline == ["queued", "sending", "sent", "delivered"]

@@ -166,6 +166,7 @@ async def test_dev_send_reaches_the_smtp_server_and_is_tracked(
         ({"to": [f"u{i}@example.com" for i in range(51)]}, "too_many_recipients", "50"),
         ({"locale": "../../x"}, "invalid_locale", "locale"),
         ({"provider": "resend"}, "provider_not_configured", "resend"),
+        ({"provider": "smtp"}, "provider_not_configured", "smtp"),
     ],
 )
 async def test_bad_requests_are_422_named_and_store_nothing(
@@ -216,6 +217,10 @@ async def test_idempotency_key_replays_or_conflicts(
     assert again.headers["Idempotent-Replayed"] == "true"
     assert "Idempotent-Replayed" not in first.headers
     assert await counts(db) == (1, 1)
+
+    as_list = await client.post(url, json={**WELCOME, "to": ["ann@example.com"]}, headers=key)
+    assert as_list.status_code == 202
+    assert as_list.json() == first.json()
 
     changed = await client.post(url, json={**WELCOME, "to": "bob@example.com"}, headers=key)
     assert changed.status_code == 409
@@ -361,3 +366,26 @@ async def test_dev_make_run_key_works_without_configuration(database_url: str) -
     async with client_for(create_app(settings)) as client:
         response = await client.get("/api/v1/templates", headers={"X-API-Key": "mimic-dev-key"})
     assert response.status_code == 200
+
+
+async def test_pages_are_complete_when_rows_share_a_timestamp(
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection
+) -> None:
+    for i in range(7):
+        body = {**WELCOME, "to": f"tie{i}@example.com"}
+        assert (
+            await client.post("/api/v1/notifications/email", json=body, headers=AUTH)
+        ).status_code == 202
+    await db.execute("UPDATE notifications SET created_at = '2026-11-26T12:00:00Z'")
+    ids = [str(r["id"]) for r in await db.fetch("SELECT id FROM notifications")]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": "3", **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/api/v1/notifications", params=params, headers=AUTH)).json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)) == 7
+    assert seen == sorted(ids, key=uuid.UUID, reverse=True)

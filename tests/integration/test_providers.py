@@ -56,6 +56,8 @@ def settings(
         SMTP_SECURITY="none",
         EMAIL_MAX_ATTEMPTS="3",
         PROVIDER_TIMEOUT_SECONDS="0.5",
+        POSTMARK_RECHECK_SECONDS="1",
+        DELIVERY_BACKOFF_MAX_SECONDS="5",
     )
 
 
@@ -297,3 +299,70 @@ async def test_smtp_server_down_is_retried_then_failed(
     assert row["status"] == "failed"
     assert row["attempts"] == 2
     assert "SMTP connection failed" in row["error"]
+
+
+async def test_postmark_timeout_then_retry_finds_the_first_send(
+    client: AsyncTestClient[Litestar],
+    settings: Settings,
+    db: asyncpg.Connection,
+    postmark: FakeHTTPServer,
+) -> None:
+    # Postmark accepts the message but answers after our timeout: the retry must not
+    # send it a second time.
+    postmark.script(Reply(respond=True, delay=1.0))
+    nid = await queue(client, provider="postmark")
+    async with running_worker(settings):
+        row = await settled(db, nid)
+    assert row["status"] == "sent"
+    assert row["attempts"] == 2
+    post, search = postmark.requests
+    assert [post.method, search.method] == ["POST", "GET"]
+    assert search.at - post.at >= 1.0  # POSTMARK_RECHECK_SECONDS
+    timeline = await db.fetch(
+        "SELECT detail FROM notification_events WHERE notification_id = $1 AND status = 'sent'",
+        uuid.UUID(nid),
+    )
+    assert "not sent again" in timeline[0]["detail"]
+
+
+async def test_unexpected_provider_reply_is_retried_not_left_sending(
+    client: AsyncTestClient[Litestar],
+    settings: Settings,
+    db: asyncpg.Connection,
+    resend: FakeHTTPServer,
+) -> None:
+    resend.script(Reply(status=200, body=b"<html>not json</html>"))
+    nid = await queue(client)
+    async with running_worker(settings):
+        row = await settled(db, nid)
+    assert row["status"] == "sent"
+    assert row["attempts"] == 2
+    assert [r.headers["idempotency-key"] for r in resend.requests] == [nid, nid]
+
+
+async def test_partly_refused_smtp_recipients_are_recorded(
+    client: AsyncTestClient[Litestar], settings: Settings, db: asyncpg.Connection, smtp: SmtpSink
+) -> None:
+    nid = await queue(client, provider="smtp", cc=["gone@example.com"])
+    async with running_worker(settings):
+        row = await settled(db, nid)
+    assert row["status"] == "sent"
+    detail = await db.fetchval(
+        "SELECT detail FROM notification_events WHERE notification_id = $1 AND status = 'sent'",
+        uuid.UUID(nid),
+    )
+    assert "refused: gone@example.com: 550" in detail
+    assert smtp.envelopes[0][1] == ["ann@example.com"]
+
+
+async def test_tenant_without_credential_uses_the_platform_key(
+    client: AsyncTestClient[Litestar],
+    settings: Settings,
+    db: asyncpg.Connection,
+    resend: FakeHTTPServer,
+) -> None:
+    nid = await queue(client, tenant_id="initech")
+    async with running_worker(settings):
+        row = await settled(db, nid)
+    assert row["status"] == "sent"
+    assert resend.requests[0].headers["authorization"] == f"Bearer {RESEND_KEY}"
