@@ -66,6 +66,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     stripe_secret_key: Secret | None = None
     stripe_webhook_secret: Secret | None = None
     resend_webhook_secret: Secret | None = None
+    #: Password of the HTTP Basic credentials in Postmark's webhook URL.
+    postmark_webhook_secret: Secret | None = None
     webhook_max_body_bytes: int = 1_048_576
     #: Stripe signed timestamps further in the future than this are refused too.
     stripe_tolerance_seconds: int = 300
@@ -137,6 +139,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             stripe_secret_key=reader.secret("STRIPE_SECRET_KEY"),
             stripe_webhook_secret=reader.secret("STRIPE_WEBHOOK_SECRET"),
             resend_webhook_secret=reader.svix_secret("RESEND_WEBHOOK_SECRET"),
+            postmark_webhook_secret=reader.secret("POSTMARK_WEBHOOK_SECRET"),
             webhook_max_body_bytes=reader.integer("WEBHOOK_MAX_BODY_BYTES", 1_048_576, low=1),
             stripe_tolerance_seconds=reader.integer("STRIPE_TOLERANCE_SECONDS", 300, low=1),
             inkpass_internal_url=reader.url("INKPASS_INTERNAL_URL", "http://localhost:8002"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import uuid
@@ -26,8 +25,8 @@ from mimic.egress.providers import (
     send_smtp,
 )
 from mimic.egress.store import SEND_TASK, queries
-from mimic.ingress.delivery import DeliveryContext, Outcome, run_delivery
-from mimic.ingress.store import Route
+from mimic.egress.tracking import EVENT_TASK, apply_email_event
+from mimic.ingress.delivery import run_delivery
 from mimic.jobs import (
     QUEUE_EMAIL,
     QUEUE_WEBHOOKS,
@@ -39,10 +38,6 @@ from mimic.jobs import (
 from mimic.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-EVENT_TASK = "mimic.tasks.handle_email_delivery_event"
-#: Attempts to find the notification a provider event is about before ignoring the event.
-UNKNOWN_EMAIL_ATTEMPTS = 3
 
 
 class EmailFailed(Exception):
@@ -201,89 +196,6 @@ async def send_notification(deps: Deps, notification_id: str) -> None:
 
 def _tags(value: Any) -> dict[str, str]:
     return dict(json.loads(value)) if isinstance(value, str) else dict(value or {})
-
-
-# --- Provider delivery events -------------------------------------------------------------
-
-#: Resend event type -> timeline status, and whether it moves the notification's status.
-RESEND_EVENTS: dict[str, tuple[str, bool]] = {
-    "email.sent": ("sent", True),
-    "email.delivered": ("delivered", True),
-    "email.delivery_delayed": ("delivery_delayed", False),
-    "email.bounced": ("bounced", True),
-    "email.complained": ("complained", True),
-    "email.failed": ("failed", True),
-    "email.opened": ("opened", False),
-    "email.clicked": ("clicked", False),
-}
-
-
-def resend_routes(event_type: str) -> list[Route]:
-    if event_type in RESEND_EVENTS:
-        return [Route(target_service="mimic", task_name=EVENT_TASK)]
-    return []
-
-
-_RANK = {
-    "queued": 0,
-    "sending": 1,
-    "sent": 2,
-    "delivered": 3,
-    "bounced": 4,
-    "complained": 4,
-    "failed": 4,
-}
-
-
-def _resend_detail(event_type: str, data: dict[str, Any]) -> str:
-    bounce = data.get("bounce")
-    if isinstance(bounce, dict) and bounce.get("message"):
-        return f"{event_type}: {bounce['message']}"
-    return event_type
-
-
-def _occurred_at(payload: dict[str, Any]) -> datetime.datetime | None:
-    value = payload.get("created_at")
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-async def apply_email_event(context: DeliveryContext, deps: Deps) -> Outcome:
-    payload = context.payload
-    found = payload.get("data")
-    data: dict[str, Any] = found if isinstance(found, dict) else {}
-    email_id = data.get("email_id")
-    mapped = RESEND_EVENTS.get(context.event_type)
-    if mapped is None or not isinstance(email_id, str):
-        return Outcome(kind="success", result={"ignored": context.event_type})
-    status, moves = mapped
-    row = await deps.db.fetchrow(queries["find_by_provider_message"], context.provider, email_id)
-    if row is None:
-        missing = f"no notification has {context.provider} id {email_id}"
-        if context.attempt >= UNKNOWN_EMAIL_ATTEMPTS:
-            # Not one of ours (a shared provider account), or never recorded: stop asking.
-            return Outcome(kind="success", result={"ignored": missing})
-        # The send may not have recorded the provider's id yet: retry a little.
-        return Outcome(kind="retry", error=missing)
-    detail = _resend_detail(context.event_type, data)
-    async with deps.db.transaction() as conn:
-        current = await conn.fetchval(queries["lock_notification"], row["id"])
-        added = await conn.fetchval(
-            queries["add_timeline"],
-            row["id"],
-            status,
-            detail,
-            context.event_id,
-            _occurred_at(payload),
-        )
-        if added is not None and moves and _RANK[status] > _RANK.get(current, 0):
-            error = detail if status in ("bounced", "complained", "failed") else None
-            await conn.execute(queries["advance_status"], row["id"], status, error)
-    return Outcome(kind="success", result={"notification_id": str(row["id"]), "status": status})
 
 
 def register(app: procrastinate.App, settings: Settings) -> None:

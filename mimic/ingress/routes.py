@@ -19,16 +19,17 @@ from litestar.types import ControllerRouterHandler
 from mimic import metrics
 from mimic.billing.inkpass import stripe_routes
 from mimic.deps import Deps
-from mimic.egress.tasks import resend_routes
-from mimic.errors import BadRequest, ErrorBody, NotConfigured, PayloadTooLarge
+from mimic.egress.tracking import email_routes, postmark_event_id
+from mimic.errors import BadRequest, ErrorBody, NotConfigured, PayloadTooLarge, Unauthorized
 from mimic.ingress.store import Accepted, IncomingEvent, Route, ingest
-from mimic.ingress.verify import verify_stripe, verify_svix
+from mimic.ingress.verify import verify_basic_auth, verify_stripe, verify_svix
 from mimic.settings import Secret, Settings
 
 logger = logging.getLogger(__name__)
 
 STRIPE_PATH = "/api/v1/gateway/webhooks/stripe"
 RESEND_PATH = "/api/v1/gateway/webhooks/resend"
+POSTMARK_PATH = "/api/v1/gateway/webhooks/postmark"
 
 
 class WebhookAccepted(msgspec.Struct, kw_only=True):
@@ -63,7 +64,7 @@ def counted_rejections(provider: str) -> Iterator[None]:
     """Log and count every 4xx rejection; nothing has been stored when one is raised."""
     try:
         yield
-    except (BadRequest, PayloadTooLarge) as exc:
+    except (BadRequest, Unauthorized, PayloadTooLarge) as exc:
         metrics.webhooks_rejected.labels(provider, exc.code).inc()
         logger.warning("rejected %s webhook: %s (%s)", provider, exc.code, exc.message)
         raise
@@ -102,6 +103,11 @@ async def accept(deps: Deps, event: IncomingEvent, routes: list[Route]) -> Webho
 
 class ResendEventIn(msgspec.Struct, kw_only=True):
     type: str
+
+
+class PostmarkEventIn(msgspec.Struct, kw_only=True):
+    RecordType: str
+    MessageID: str
 
 
 def routes(settings: Settings) -> list[ControllerRouterHandler]:
@@ -205,9 +211,46 @@ def routes(settings: Settings) -> list[ControllerRouterHandler]:
             payload_json=body.decode(),
             signature=request.headers.get("svix-signature"),
         )
-        return await accept(deps, incoming, resend_routes(event.type))
+        return await accept(deps, incoming, email_routes("resend", event.type))
 
-    handlers: list[ControllerRouterHandler] = [stripe_webhook, resend_webhook]
+    @post(
+        POSTMARK_PATH,
+        status_code=200,
+        request_max_body_size=limit,
+        tags=["webhooks"],
+        summary="Receive a Postmark webhook (HTTP Basic credentials in the webhook URL)",
+        description=(
+            "Postmark does not sign webhooks: configure the URL as "
+            "`https://postmark:<POSTMARK_WEBHOOK_SECRET>@<host>/api/v1/gateway/webhooks/postmark`. "
+            "Delivery, Bounce, SpamComplaint, Open and Click events update the matching "
+            "notification. Wrong or missing credentials: 401, nothing stored."
+        ),
+        responses={
+            **_error_specs(),
+            401: ResponseSpec(ErrorBody, description="Missing or wrong credentials"),
+        },
+    )
+    async def postmark_webhook(request: Request[Any, Any, Any], state: State) -> WebhookAccepted:
+        deps: Deps = state.deps
+        with counted_rejections("postmark"):
+            verify_basic_auth(
+                secret=require_secret(settings.postmark_webhook_secret, "POSTMARK_WEBHOOK_SECRET"),
+                header=request.headers.get("authorization"),
+            )
+            body = await read_body(request)
+            event = decode_event(body, PostmarkEventIn)
+            payload = msgspec.json.decode(body)
+        incoming = IncomingEvent(
+            provider="postmark",
+            event_id=postmark_event_id(payload),
+            event_type=event.RecordType,
+            raw_body=body,
+            payload_json=body.decode(),
+            signature=None,
+        )
+        return await accept(deps, incoming, email_routes("postmark", event.RecordType))
+
+    handlers: list[ControllerRouterHandler] = [stripe_webhook, resend_webhook, postmark_webhook]
     if settings.is_dev:
         handlers.append(stripe_test_webhook)
     return handlers

@@ -6,13 +6,16 @@ classifies failures into reasons a provider's operator can act on.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import re
 from collections.abc import Mapping
 
 from stripe import SignatureVerificationError, WebhookSignature
 from svix.webhooks import Webhook, WebhookVerificationError
 
-from mimic.errors import BadRequest
+from mimic.errors import BadRequest, Unauthorized
 
 # t=<digits>, v<n>=<hex>, or any other key Stripe may add later.
 _STRIPE_ITEM = re.compile(r"^(t=\d{1,12}|v\d+=[0-9a-fA-F]+|(?!t=|v\d+=)[a-z0-9_]+=[^,]*)$")
@@ -23,6 +26,10 @@ _SVIX_SIGNATURES = re.compile(r"^\S+,\S+( \S+,\S+)*$")
 
 class SignatureRejected(BadRequest):
     """The webhook signature is invalid."""
+
+
+class CredentialsRejected(Unauthorized):
+    """The webhook credentials are missing or wrong."""
 
 
 def _stripe_timestamp(header: str) -> int:
@@ -113,3 +120,24 @@ def verify_svix(
             code="signature_mismatch",
         ) from None
     return msg_id
+
+
+def verify_basic_auth(*, secret: str, header: str | None) -> None:
+    """Postmark signs nothing: its webhook URL carries HTTP Basic credentials instead.
+
+    Any user name is accepted; the password must equal the configured secret.
+    """
+    if not header:
+        raise CredentialsRejected("HTTP Basic credentials are required", code="missing_credentials")
+    scheme, _, encoded = header.partition(" ")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        decoded = ""
+    if scheme.lower() != "basic" or ":" not in decoded:
+        raise CredentialsRejected(
+            "Authorization must be Basic base64(user:password)", code="malformed_credentials"
+        )
+    password = decoded.partition(":")[2]
+    if not hmac.compare_digest(password.encode(), secret.encode()):
+        raise CredentialsRejected("wrong webhook credentials", code="invalid_credentials")

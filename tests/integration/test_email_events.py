@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import logging
@@ -224,3 +225,98 @@ async def test_send_then_provider_webhook_end_to_end(
             await wait_for(delivered)
     _, timeline = await status_and_timeline(db, uuid.UUID(nid))
     assert timeline == ["queued", "sending", "sent", "delivered"]
+
+
+PM_URL = "/api/v1/gateway/webhooks/postmark"
+
+
+def basic(password: str, user: str = "postmark") -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+
+
+PM_AUTH = basic(TEST_SECRETS["POSTMARK_WEBHOOK_SECRET"])
+
+
+async def postmark_notification(db: asyncpg.Connection, message_id: str) -> uuid.UUID:
+    nid = await sent_notification(db, message_id)
+    await db.execute("UPDATE notifications SET provider = 'postmark' WHERE id = $1", nid)
+    return nid
+
+
+async def test_postmark_delivery_and_bounce_update_the_notification(
+    client: AsyncTestClient[Litestar], settings: Settings, db: asyncpg.Connection
+) -> None:
+    nid = await postmark_notification(db, "pm-msg-1")
+    delivery = {
+        "RecordType": "Delivery",
+        "MessageID": "pm-msg-1",
+        "Recipient": "ann@example.com",
+        "DeliveredAt": "2026-11-26T10:00:00Z",
+        "Details": "Test delivery",
+    }
+    bounce = {
+        "RecordType": "Bounce",
+        "ID": 42,
+        "MessageID": "pm-msg-1",
+        "Type": "HardBounce",
+        "Description": "The server was unable to deliver your message",
+        "BouncedAt": "2026-11-26T10:05:00Z",
+    }
+    for event in (delivery, bounce):
+        response = await client.post(PM_URL, json=event, headers=PM_AUTH)
+        assert response.status_code == 200
+        assert response.json()["duplicate"] is False
+    again = await client.post(PM_URL, json=delivery, headers=PM_AUTH)
+    assert again.json()["duplicate"] is True
+    async with running_worker(settings):
+
+        async def bounced() -> bool:
+            return (await status_and_timeline(db, nid))[0] == "bounced"
+
+        await wait_for(bounced)
+    _, timeline = await status_and_timeline(db, nid)
+    assert sorted(timeline) == ["bounced", "delivered"]
+    error = await db.fetchval("SELECT error FROM notifications WHERE id = $1", nid)
+    assert "unable to deliver" in error
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({"Content-Type": "application/json"}, "missing_credentials"),
+        (basic("wrong-password"), "invalid_credentials"),
+        (
+            {"Authorization": "Bearer x", "Content-Type": "application/json"},
+            "malformed_credentials",
+        ),
+        (
+            {"Authorization": "Basic !!!", "Content-Type": "application/json"},
+            "malformed_credentials",
+        ),
+    ],
+)
+async def test_postmark_without_the_right_credentials_is_401_and_not_stored(
+    client: AsyncTestClient[Litestar],
+    db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+    headers: dict[str, str],
+    reason: str,
+) -> None:
+    event = {"RecordType": "Delivery", "MessageID": "m"}
+    with caplog.at_level(logging.WARNING, logger="mimic"):
+        response = await client.post(PM_URL, json=event, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == reason
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
+    assert TEST_SECRETS["POSTMARK_WEBHOOK_SECRET"] not in caplog.text + response.text
+
+
+async def test_postmark_bad_json_is_400(
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection
+) -> None:
+    response = await client.post(PM_URL, content=b"{nope", headers=PM_AUTH)
+    assert response.status_code == 400
+    missing = await client.post(PM_URL, json={"RecordType": "Delivery"}, headers=PM_AUTH)
+    assert missing.json()["error"] == "invalid_event"
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0

@@ -356,6 +356,7 @@ async def test_openapi_documents_the_egress_api(client: AsyncTestClient[Litestar
         "/api/v1/templates",
         "/api/v1/tenants/{tenant_id}/credentials/{provider}",
         "/api/v1/gateway/webhooks/resend",
+        "/api/v1/gateway/webhooks/postmark",
     ):
         assert path in schema["paths"], path
     assert {"apiKey", "bearer"} <= set(schema["components"]["securitySchemes"])
