@@ -183,8 +183,11 @@ def postmark_responder() -> Responder:
 class SmtpSink:
     """A real aiosmtpd SMTP server on loopback that keeps what it receives."""
 
-    def __init__(self, refuse: set[str] | None = None) -> None:
+    def __init__(
+        self, refuse: set[str] | None = None, login: tuple[str, str] | None = None
+    ) -> None:
         from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult, LoginPassword
 
         self.messages: list[email.message.EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
@@ -210,7 +213,29 @@ class SmtpSink:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = int(probe.getsockname()[1])
-        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.logins: list[str] = []
+        options: dict[str, Any] = {}
+        if login is not None:
+
+            def authenticate(
+                server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+            ) -> AuthResult:
+                ok = (
+                    isinstance(data, LoginPassword)
+                    and (
+                        data.login.decode(),
+                        data.password.decode(),
+                    )
+                    == login
+                )
+                if ok:
+                    self.logins.append(data.login.decode())
+                return AuthResult(success=ok)
+
+            # Loopback only, so AUTH without TLS is acceptable here. AUTH is offered, not
+            # required (aiosmtpd warns on that combination); tests check `logins`.
+            options = {"authenticator": authenticate, "auth_require_tls": False}
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **options)
 
     def __enter__(self) -> SmtpSink:
         self._controller.start()

@@ -347,3 +347,62 @@ async def test_rotate_keys_reseals_under_the_new_key(
         await new_client.post("/api/v1/notifications/email", json=send, headers=AUTH)
         await resend.wait_for_requests(1)
     assert resend.requests[0].headers["authorization"] == f"Bearer {ACME_KEY}"
+
+
+async def test_tenant_smtp_credential_logs_in_to_the_tenants_server(
+    client: AsyncTestClient[Litestar], settings: Settings, db: asyncpg.Connection
+) -> None:
+    with SmtpSink(login=("acme", SMTP_PASSWORD)) as server:
+        body = {
+            "from_email": "mail@acme.example",
+            "smtp": {
+                "host": "127.0.0.1",
+                "port": server.port,
+                "username": "acme",
+                "password": SMTP_PASSWORD,
+                "security": "none",
+            },
+        }
+        assert (await client.put(url("acme", "smtp"), json=body, headers=AUTH)).status_code == 200
+        send = {
+            "to": "a@example.com",
+            "template": "welcome",
+            "tenant_id": "acme",
+            "data": {"name": "A", "login_url": "u"},
+        }
+        assert (
+            await client.post("/api/v1/notifications/email", json=send, headers=AUTH)
+        ).status_code == 202
+        async with running_worker(settings):
+
+            async def sent() -> bool:
+                return bool(await db.fetchval("SELECT status FROM notifications") == "sent")
+
+            await wait_for(sent)
+    assert server.logins == ["acme"]
+    assert server.messages[0]["From"] == "mail@acme.example"
+    assert await db.fetchval("SELECT provider FROM notifications") == "smtp"
+
+
+async def test_tenant_postmark_token_is_used(
+    client: AsyncTestClient[Litestar], database_url: str, db: asyncpg.Connection
+) -> None:
+    from ..fakes import postmark_responder
+
+    token = "pm-tenant-token-DDDD4444"
+    with FakeHTTPServer(postmark_responder()) as postmark:
+        settings = make_settings(database_url, POSTMARK_API_URL=postmark.url)
+        body = {"api_key": token, "from_email": "billing@acme.example"}
+        assert (
+            await client.put(url("acme", "postmark"), json=body, headers=AUTH)
+        ).status_code == 200
+        send = {
+            "to": "a@example.com",
+            "template": "welcome",
+            "tenant_id": "acme",
+            "data": {"name": "A", "login_url": "u"},
+        }
+        await client.post("/api/v1/notifications/email", json=send, headers=AUTH)
+        async with running_worker(settings):
+            await postmark.wait_for_requests(1)
+    assert postmark.requests[0].headers["x-postmark-server-token"] == token
