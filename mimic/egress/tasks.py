@@ -35,7 +35,7 @@ from mimic.jobs import (
     deps_of,
     survive_shutdown,
 )
-from mimic.settings import Settings
+from mimic.settings import Secret, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,15 @@ async def _credential(deps: Deps, row: Any) -> Credential | None:
     if row["tenant_id"] is None or row["provider"] == "dev":
         return None
     return await load_credential(deps.db, deps.keyring, row["tenant_id"], row["provider"])
+
+
+def _api_key(credential: Credential | None, platform: Secret | None, what: str) -> str:
+    """The tenant's key when it has one, else the platform's."""
+    if credential is not None and credential.api_key:
+        return credential.api_key
+    if platform is not None:
+        return platform.get()
+    raise PermanentSendError(f"no {what} for this tenant or the platform")
 
 
 async def dispatch(deps: Deps, row: Any, message: OutgoingEmail, *, resumed: bool) -> Sent:
@@ -76,10 +85,7 @@ async def dispatch(deps: Deps, row: Any, message: OutgoingEmail, *, resumed: boo
             raise PermanentSendError("no SMTP server for this tenant or the platform")
         return await send_smtp(config, message, timeout=timeout)
     if provider == "resend":
-        key = credential.api_key if credential else None
-        key = key or (settings.resend_api_key.get() if settings.resend_api_key else None)
-        if not key:
-            raise PermanentSendError("no Resend API key for this tenant or the platform")
+        key = _api_key(credential, settings.resend_api_key, "Resend API key")
         return await send_resend(
             deps.http,
             base_url=settings.resend_api_url,
@@ -87,12 +93,7 @@ async def dispatch(deps: Deps, row: Any, message: OutgoingEmail, *, resumed: boo
             message=message,
             timeout=timeout,
         )
-    token = credential.api_key if credential else None
-    token = token or (
-        settings.postmark_server_token.get() if settings.postmark_server_token else None
-    )
-    if not token:
-        raise PermanentSendError("no Postmark server token for this tenant or the platform")
+    token = _api_key(credential, settings.postmark_server_token, "Postmark server token")
     if resumed:
         # An earlier attempt may have reached Postmark (it died mid-call, timed out, or got
         # a 5xx): Postmark may have sent it already, and has no idempotency key to ask.

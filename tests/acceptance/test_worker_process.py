@@ -64,6 +64,13 @@ async def status_of(database_url: str, event: uuid.UUID) -> str:
         await conn.close()
 
 
+async def wait_for_status(database_url: str, event: uuid.UUID, status: str) -> None:
+    async def reached() -> bool:
+        return await status_of(database_url, event) == status
+
+    await wait_for(reached, within=30)
+
+
 async def test_sigkill_mid_delivery_is_retried_by_the_stalled_job_sweep(
     database_url: str, inkpass: FakeHTTPServer
 ) -> None:
@@ -81,11 +88,7 @@ async def test_sigkill_mid_delivery_is_retried_by_the_stalled_job_sweep(
 
     second = start_mimic("worker", env)
     try:
-
-        async def delivered() -> bool:
-            return await status_of(database_url, event) == "delivered"
-
-        await wait_for(delivered, within=30)
+        await wait_for_status(database_url, event, "delivered")
     finally:
         output = await asyncio.to_thread(stop, second, signal.SIGTERM)
     assert "retried stalled job" in output
@@ -133,11 +136,7 @@ async def test_job_past_the_grace_period_is_retried_not_lost(
 
     second = start_mimic("worker", env)
     try:
-
-        async def delivered() -> bool:
-            return await status_of(database_url, event) == "delivered"
-
-        await wait_for(delivered, within=30)
+        await wait_for_status(database_url, event, "delivered")
     finally:
         await asyncio.to_thread(stop, second, signal.SIGTERM)
     keys = {r.headers["idempotency-key"] for r in inkpass.requests}

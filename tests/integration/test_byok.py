@@ -28,6 +28,15 @@ SMTP_PASSWORD = "smtp-pass-CCCC3333"
 NEW_KEY = "k2:" + "bmV3LWtleS1uZXctbmV3LWtleS1uZXctbmV3LWtleSE="
 
 
+def welcome_for(tenant: str) -> dict[str, object]:
+    return {
+        "to": "a@example.com",
+        "template": "welcome",
+        "tenant_id": tenant,
+        "data": {"name": "A", "login_url": "u"},
+    }
+
+
 def url(tenant: str, provider: str = "resend") -> str:
     return f"/api/v1/tenants/{tenant}/credentials/{provider}"
 
@@ -219,12 +228,7 @@ async def test_tenant_without_credential_uses_the_platform(
             DEV_SMTP_PORT=str(smtp.port),
         )
         async with client_for(create_app(settings)) as client, running_worker(settings):
-            body = {
-                "to": "a@example.com",
-                "template": "welcome",
-                "tenant_id": "initech",
-                "data": {"name": "A", "login_url": "u"},
-            }
+            body = welcome_for("initech")
             assert (
                 await client.post("/api/v1/notifications/email", json=body, headers=AUTH)
             ).status_code == 202
@@ -249,12 +253,7 @@ async def test_tampered_ciphertext_is_refused(
         "UPDATE provider_credentials"
         " SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)"
     )
-    send = {
-        "to": "a@example.com",
-        "template": "welcome",
-        "tenant_id": "acme",
-        "data": {"name": "A", "login_url": "u"},
-    }
+    send = welcome_for("acme")
     nid = (await client.post("/api/v1/notifications/email", json=send, headers=AUTH)).json()["id"]
     with caplog.at_level(logging.DEBUG):
         async with running_worker(settings):
@@ -282,12 +281,7 @@ async def test_ciphertext_moved_to_another_tenant_is_refused(
         """UPDATE provider_credentials g SET ciphertext = a.ciphertext, nonce = a.nonce
              FROM provider_credentials a WHERE g.tenant_id = 'globex' AND a.tenant_id = 'acme'"""
     )
-    send = {
-        "to": "a@example.com",
-        "template": "welcome",
-        "tenant_id": "globex",
-        "data": {"name": "A", "login_url": "u"},
-    }
+    send = welcome_for("globex")
     await client.post("/api/v1/notifications/email", json=send, headers=AUTH)
     async with running_worker(settings):
 
@@ -338,12 +332,7 @@ async def test_rotate_keys_reseals_under_the_new_key(
         database_url, MIMIC_ENCRYPTION_KEYS=NEW_KEY, RESEND_API_URL=resend.url, DEV_SMTP_PORT="9"
     )
     async with client_for(create_app(settings)) as new_client, running_worker(settings):
-        send = {
-            "to": "a@example.com",
-            "template": "welcome",
-            "tenant_id": "acme",
-            "data": {"name": "A", "login_url": "u"},
-        }
+        send = welcome_for("acme")
         await new_client.post("/api/v1/notifications/email", json=send, headers=AUTH)
         await resend.wait_for_requests(1)
     assert resend.requests[0].headers["authorization"] == f"Bearer {ACME_KEY}"
@@ -364,12 +353,7 @@ async def test_tenant_smtp_credential_logs_in_to_the_tenants_server(
             },
         }
         assert (await client.put(url("acme", "smtp"), json=body, headers=AUTH)).status_code == 200
-        send = {
-            "to": "a@example.com",
-            "template": "welcome",
-            "tenant_id": "acme",
-            "data": {"name": "A", "login_url": "u"},
-        }
+        send = welcome_for("acme")
         assert (
             await client.post("/api/v1/notifications/email", json=send, headers=AUTH)
         ).status_code == 202
@@ -396,12 +380,7 @@ async def test_tenant_postmark_token_is_used(
         assert (
             await client.put(url("acme", "postmark"), json=body, headers=AUTH)
         ).status_code == 200
-        send = {
-            "to": "a@example.com",
-            "template": "welcome",
-            "tenant_id": "acme",
-            "data": {"name": "A", "login_url": "u"},
-        }
+        send = welcome_for("acme")
         await client.post("/api/v1/notifications/email", json=send, headers=AUTH)
         async with running_worker(settings):
             await postmark.wait_for_requests(1)
