@@ -102,9 +102,10 @@ SELECT tenant_id, provider, from_email, last4, created_at, updated_at
 SELECT provider, key_id, nonce, ciphertext, from_email
   FROM provider_credentials WHERE tenant_id = $1 AND provider = $2
 
--- name: latest_credential_provider
--- The provider of the tenant's most recently updated credential.
-SELECT provider FROM provider_credentials WHERE tenant_id = $1
+-- name: tenant_credential
+-- The tenant's credential for provider $2, or (when $2 is NULL) its most recently updated one.
+SELECT provider, from_email FROM provider_credentials
+ WHERE tenant_id = $1 AND ($2::text IS NULL OR provider = $2)
  ORDER BY updated_at DESC LIMIT 1
 
 -- name: delete_credential

@@ -64,23 +64,20 @@ def platform_has(settings: Settings, provider: Provider) -> bool:
 
 async def choose_provider(deps: Deps, request: EmailRequest) -> tuple[Provider, str | None]:
     """Provider and tenant sender: explicit > tenant's latest credential > EMAIL_PROVIDER."""
-    tenant = request.tenant_id
-    provider: Provider | None = request.provider
-    if provider is None and tenant is not None:
-        provider = await deps.db.fetchval(queries["latest_credential_provider"], tenant)
-    provider = provider or deps.settings.email_provider
-    tenant_from: str | None = None
-    if tenant is not None and provider != "dev":
-        row = await deps.db.fetchrow(queries["get_credential_public"], tenant, provider)
-        tenant_from = row["from_email"] if row else None
+    if request.tenant_id is not None:
+        # One query: the tenant's credential for the asked provider, or its latest one.
+        row = await deps.db.fetchrow(
+            queries["tenant_credential"], request.tenant_id, request.provider
+        )
         if row is not None:
-            return provider, tenant_from
+            return row["provider"], row["from_email"]
+    provider: Provider = request.provider or deps.settings.email_provider
     if not platform_has(deps.settings, provider):
         raise Unprocessable(
             f"provider {provider!r} has no credentials for this tenant or the platform",
             code="provider_not_configured",
         )
-    return provider, tenant_from
+    return provider, None
 
 
 def routes(settings: Settings) -> list[Router]:
