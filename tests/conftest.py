@@ -177,6 +177,24 @@ async def running_worker(
             await task
 
 
+async def wait_for_value(
+    db: asyncpg.Connection,
+    query: str,
+    *args: Any,
+    until: Callable[[Any], bool],
+    within: float = 10.0,
+) -> Any:
+    """Poll one value from the database until ``until(value)`` holds; return that value."""
+    seen: list[Any] = []
+
+    async def holds() -> bool:
+        seen.append(await db.fetchval(query, *args))
+        return until(seen[-1])
+
+    await wait_for(holds, within)
+    return seen[-1]
+
+
 async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
     """Poll an async predicate until it holds; fail the test after ``timeout`` seconds."""
     deadline = asyncio.get_running_loop().time() + within

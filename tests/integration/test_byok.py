@@ -18,7 +18,14 @@ from litestar.testing import AsyncTestClient
 from mimic.app import create_app
 from mimic.settings import Settings
 
-from ..conftest import TEST_SECRETS, client_for, make_settings, running_worker, wait_for
+from ..conftest import (
+    TEST_SECRETS,
+    client_for,
+    make_settings,
+    running_worker,
+    wait_for,
+    wait_for_value,
+)
 from ..fakes import FakeHTTPServer, SmtpSink, resend_responder
 
 AUTH = {"X-API-Key": TEST_SECRETS["MIMIC_SERVICE_API_KEY"]}
@@ -257,11 +264,9 @@ async def test_tampered_ciphertext_is_refused(
     nid = (await client.post("/api/v1/notifications/email", json=send, headers=AUTH)).json()["id"]
     with caplog.at_level(logging.DEBUG):
         async with running_worker(settings):
-
-            async def failed() -> bool:
-                return bool(await db.fetchval("SELECT status FROM notifications") == "failed")
-
-            await wait_for(failed)
+            await wait_for_value(
+                db, "SELECT status FROM notifications", until=lambda v: v == "failed"
+            )
     error = await db.fetchval("SELECT error FROM notifications WHERE id = $1", uuid.UUID(nid))
     assert "could not be decrypted" in error
     assert resend.requests == []
@@ -284,11 +289,7 @@ async def test_ciphertext_moved_to_another_tenant_is_refused(
     send = welcome_for("globex")
     await client.post("/api/v1/notifications/email", json=send, headers=AUTH)
     async with running_worker(settings):
-
-        async def failed() -> bool:
-            return bool(await db.fetchval("SELECT status FROM notifications") == "failed")
-
-        await wait_for(failed)
+        await wait_for_value(db, "SELECT status FROM notifications", until=lambda v: v == "failed")
     assert resend.requests == []
 
 
@@ -358,11 +359,9 @@ async def test_tenant_smtp_credential_logs_in_to_the_tenants_server(
             await client.post("/api/v1/notifications/email", json=send, headers=AUTH)
         ).status_code == 202
         async with running_worker(settings):
-
-            async def sent() -> bool:
-                return bool(await db.fetchval("SELECT status FROM notifications") == "sent")
-
-            await wait_for(sent)
+            await wait_for_value(
+                db, "SELECT status FROM notifications", until=lambda v: v == "sent"
+            )
     assert server.logins == ["acme"]
     assert server.messages[0]["From"] == "mail@acme.example"
     assert await db.fetchval("SELECT provider FROM notifications") == "smtp"

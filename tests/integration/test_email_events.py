@@ -18,7 +18,7 @@ from svix.webhooks import Webhook
 
 from mimic.settings import Settings
 
-from ..conftest import TEST_SECRETS, running_worker, table_counts, wait_for
+from ..conftest import TEST_SECRETS, running_worker, table_counts, wait_for, wait_for_value
 
 URL = "/api/v1/gateway/webhooks/resend"
 SECRET = TEST_SECRETS["RESEND_WEBHOOK_SECRET"]
@@ -219,10 +219,9 @@ async def test_send_then_provider_webhook_end_to_end(
             body = resend_event("email.delivered", email_id)
             assert (await client.post(URL, content=body, headers=signed(body))).status_code == 200
 
-            async def delivered() -> bool:
-                return bool(await db.fetchval("SELECT status FROM notifications") == "delivered")
-
-            await wait_for(delivered)
+            await wait_for_value(
+                db, "SELECT status FROM notifications", until=lambda v: v == "delivered"
+            )
     _, timeline = await status_and_timeline(db, uuid.UUID(nid))
     assert timeline == ["queued", "sending", "sent", "delivered"]
 

@@ -17,7 +17,14 @@ from litestar.testing import AsyncTestClient
 from mimic.app import create_app
 from mimic.settings import Settings
 
-from ..conftest import TEST_SECRETS, client_for, live_api, make_settings, running_worker, wait_for
+from ..conftest import (
+    TEST_SECRETS,
+    client_for,
+    live_api,
+    make_settings,
+    running_worker,
+    wait_for_value,
+)
 from ..fakes import SmtpSink
 
 AUTH = {"X-API-Key": TEST_SECRETS["MIMIC_SERVICE_API_KEY"]}
@@ -126,11 +133,7 @@ async def test_dev_send_reaches_the_smtp_server_and_is_tracked(
     assert row["provider"] == "dev"
 
     async with running_worker(settings):
-
-        async def sent() -> bool:
-            return bool(await db.fetchval("SELECT status FROM notifications") == "sent")
-
-        await wait_for(sent)
+        await wait_for_value(db, "SELECT status FROM notifications", until=lambda v: v == "sent")
     [message] = smtp.messages
     assert message["Subject"] == "Welcome, Ann <script>!"
     assert message["To"] == "ann@example.com"

@@ -14,7 +14,14 @@ from litestar.testing import AsyncTestClient
 from mimic.app import create_app
 from mimic.settings import Settings
 
-from ..conftest import TEST_SECRETS, client_for, make_settings, running_worker, wait_for
+from ..conftest import (
+    TEST_SECRETS,
+    client_for,
+    make_settings,
+    running_worker,
+    wait_for,
+    wait_for_value,
+)
 from ..fakes import FakeHTTPServer, Reply, SmtpSink, postmark_responder, resend_responder
 
 AUTH = {"X-API-Key": TEST_SECRETS["MIMIC_SERVICE_API_KEY"]}
@@ -74,13 +81,13 @@ async def queue(client: AsyncTestClient[Litestar], **extra: Any) -> str:
 
 
 async def settled(db: asyncpg.Connection, notification_id: str) -> asyncpg.Record:
-    async def done() -> bool:
-        status = await db.fetchval(
-            "SELECT status FROM notifications WHERE id = $1", uuid.UUID(notification_id)
-        )
-        return status in ("sent", "failed")
-
-    await wait_for(done, within=15)
+    await wait_for_value(
+        db,
+        "SELECT status FROM notifications WHERE id = $1",
+        uuid.UUID(notification_id),
+        until=lambda v: v in ("sent", "failed"),
+        within=15,
+    )
     row = await db.fetchrow("SELECT * FROM notifications WHERE id = $1", uuid.UUID(notification_id))
     assert row is not None
     return row

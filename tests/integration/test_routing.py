@@ -27,7 +27,7 @@ from ..conftest import (
     running_worker,
     stripe_event,
     stripe_headers,
-    wait_for,
+    wait_for_value,
 )
 from ..fakes import FakeHTTPServer, Reply
 
@@ -63,13 +63,13 @@ async def send(client: AsyncTestClient[Litestar], event_type: str, **fields: obj
 
 
 async def event_settled(db: asyncpg.Connection, event_id: str) -> asyncpg.Record:
-    async def settled() -> bool:
-        status = await db.fetchval(
-            "SELECT status FROM webhook_events WHERE id = $1", uuid.UUID(event_id)
-        )
-        return status in ("delivered", "failed")
-
-    await wait_for(settled, within=15)
+    await wait_for_value(
+        db,
+        "SELECT status FROM webhook_events WHERE id = $1",
+        uuid.UUID(event_id),
+        until=lambda v: v in ("delivered", "failed"),
+        within=15,
+    )
     row = await db.fetchrow("SELECT * FROM webhook_events WHERE id = $1", uuid.UUID(event_id))
     assert row is not None
     return row
@@ -84,12 +84,13 @@ async def delivery_of(db: asyncpg.Connection, event_id: str) -> asyncpg.Record:
 
 
 async def job_status(db: asyncpg.Connection, job_id: int) -> str:
-    async def finished() -> bool:
-        status = await db.fetchval("SELECT status FROM procrastinate_jobs WHERE id = $1", job_id)
-        return status in ("succeeded", "failed")
-
-    await wait_for(finished)
-    return str(await db.fetchval("SELECT status FROM procrastinate_jobs WHERE id = $1", job_id))
+    status = await wait_for_value(
+        db,
+        "SELECT status FROM procrastinate_jobs WHERE id = $1",
+        job_id,
+        until=lambda v: v in ("succeeded", "failed"),
+    )
+    return str(status)
 
 
 async def test_2xx_marks_success_with_contract_and_headers(
