@@ -34,10 +34,11 @@ migrate: install ## apply migrations now
 test: install ## the whole test suite against a real Postgres (embedded by default)
 	$(RUN) pytest
 
-lint: install ## ruff check, ruff format --check, mypy
+lint: install ## ruff check, ruff format --check, mypy, import-linter (layout contracts)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+	$(RUN) lint-imports --no-cache
 
 format: install ## apply ruff fixes and formatting
 	$(RUN) ruff check --fix .
@@ -48,7 +49,7 @@ bench: install ## throughput and latency figures, printed (embedded Postgres)
 
 ARGS ?= list_jobs status=failed
 jobs: install ## procrastinate CLI on Mimic's app, e.g. make jobs ARGS="list_jobs status=failed"
-	PROCRASTINATE_APP=mimic.jobs.app $(RUN) procrastinate shell $(ARGS)
+	PROCRASTINATE_APP=mimic.worker.app $(RUN) procrastinate shell $(ARGS)
 
 mail: install ## a local SMTP sink on :1025 that prints every message (Mailpit stand-in)
 	$(RUN) python -m aiosmtpd -n -l 127.0.0.1:1025 -c aiosmtpd.handlers.Debugging

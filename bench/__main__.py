@@ -29,8 +29,8 @@ import httpx
 import uvicorn
 from stripe import WebhookSignature
 
-from mimic.embedded import start_embedded
-from mimic.migrate import load_steps, migrate
+from mimic.core.embedded import start_embedded
+from mimic.core.migrate import load_steps, migrate
 
 SECRET = "whsec_bench_only_secret"
 PATH = "/api/v1/gateway/webhooks/stripe"

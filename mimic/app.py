@@ -10,19 +10,32 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ControllerRouterHandler
 
 from mimic import __version__
-from mimic.deps import open_deps
-from mimic.errors import ErrorBody, MimicError
-from mimic.health import healthz, metrics, readyz
-from mimic.migrate import Step, load_steps
-from mimic.settings import Settings
+from mimic.billing import inkpass
+from mimic.core.deps import Deps, open_deps
+from mimic.core.errors import ErrorBody, MimicError
+from mimic.core.health import HealthController
+from mimic.core.migrate import Step, load_steps
+from mimic.core.settings import Settings
+from mimic.email import tracking
+from mimic.email.controller import CONTROLLERS as EMAIL_CONTROLLERS
+from mimic.email.rendering import Templates
+from mimic.events.routing import RoutingTable
+from mimic.webhooks.controller import StripeTestController, WebhookController
 
 logger = logging.getLogger(__name__)
+
+
+def routing_table() -> RoutingTable:
+    """Every domain's routing rules: Stripe events to inkpass, email events to tracking."""
+    return RoutingTable(inkpass.RULES, tracking.RULES)
 
 
 def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
@@ -46,37 +59,44 @@ def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[
     return Response(ErrorBody(error=code, detail=detail), status_code=status)
 
 
-def create_app(
-    settings: Settings,
-    *,
-    steps: list[Step] | None = None,
-) -> Litestar:
-    if settings.database_url is None:
+def _provide_deps(state: State) -> Deps:
+    deps: Deps = state.deps
+    return deps
+
+
+def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litestar:
+    if settings.database.url is None:
         raise ValueError("create_app needs settings with a database URL")
     schema_steps = steps if steps is not None else load_steps()
+    templates = Templates()
+    routing = routing_table()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_deps(settings) as deps:
             app.state.deps = deps
-            app.state.steps = schema_steps
             yield
 
-    from mimic.egress.routes import routes as egress_routes
-    from mimic.ingress.routes import routes as ingress_routes
+    handlers: list[ControllerRouterHandler] = [
+        HealthController,
+        WebhookController,
+        *EMAIL_CONTROLLERS,
+    ]
+    if settings.is_dev:
+        handlers.append(StripeTestController)
 
     return Litestar(
-        route_handlers=[
-            healthz,
-            readyz,
-            metrics,
-            *ingress_routes(settings),
-            *egress_routes(settings),
-        ],
+        route_handlers=handlers,
+        dependencies={
+            "deps": Provide(_provide_deps, sync_to_thread=False),
+            "steps": Provide(lambda: schema_steps, sync_to_thread=False),
+            "templates": Provide(lambda: templates, sync_to_thread=False),
+            "routing": Provide(lambda: routing, sync_to_thread=False),
+        },
         lifespan=[lifespan],
         state=State(),
         exception_handlers={Exception: error_response},
-        request_max_body_size=settings.webhook_max_body_bytes,
+        request_max_body_size=settings.webhooks.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Mimic",
             version=__version__,

@@ -10,19 +10,19 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from mimic.embedded import resolve_database
-from mimic.errors import MimicError
-from mimic.logs import configure_logging
-from mimic.migrate import load_steps, migrate
-from mimic.settings import ConfigError, Settings
+from mimic.core.embedded import resolve_database
+from mimic.core.errors import MimicError
+from mimic.core.logs import configure_logging
+from mimic.core.migrate import load_steps, migrate
+from mimic.core.settings import ConfigError, Settings
 
 
 def _prepare(*, run_migrations: bool = True) -> Settings:
     settings = resolve_database(Settings.from_env(os.environ))
     configure_logging(settings)
     if run_migrations:
-        assert settings.database_url is not None
-        asyncio.run(migrate(settings.database_url.get(), load_steps()))
+        assert settings.database.url is not None
+        asyncio.run(migrate(settings.database.url.get(), load_steps()))
     return settings
 
 
@@ -40,8 +40,8 @@ def cmd_api(_: argparse.Namespace) -> int:
     settings = _prepare()
     uvicorn.run(
         create_app(settings),
-        host=settings.host,
-        port=settings.port,
+        host=settings.server.host,
+        port=settings.server.port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
@@ -59,8 +59,8 @@ def cmd_worker(_: argparse.Namespace) -> int:
 
 def cmd_rotate_keys(_: argparse.Namespace) -> int:
     """Re-encrypt every BYOK credential under the first key of MIMIC_ENCRYPTION_KEYS."""
-    from mimic.deps import open_deps
-    from mimic.egress.credentials import rotate_credentials
+    from mimic.core.deps import open_deps
+    from mimic.email.credentials import rotate_credentials
 
     settings = _prepare()
 
@@ -69,17 +69,16 @@ def cmd_rotate_keys(_: argparse.Namespace) -> int:
             return await rotate_credentials(deps.db, deps.keyring)
 
     count = asyncio.run(rotate())
-    print(
-        f"mimic: re-encrypted {count} credential(s) with key {settings.encryption_keys[0].key_id!r}"
-    )
+    key_id = settings.email.encryption_keys[0].key_id
+    print(f"mimic: re-encrypted {count} credential(s) with key {key_id!r}")
     return 0
 
 
 def cmd_run(_: argparse.Namespace) -> int:
     """Dev: one embedded Postgres, the API and a worker as two child processes."""
     settings = _prepare()
-    assert settings.database_url is not None
-    env = {**os.environ, "DATABASE_URL": settings.database_url.get()}
+    assert settings.database.url is not None
+    env = {**os.environ, "DATABASE_URL": settings.database.url.get()}
     children = [
         subprocess.Popen([sys.executable, "-m", "mimic", name], env=env)
         for name in ("api", "worker")
@@ -93,7 +92,7 @@ def cmd_run(_: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     print(
-        f"mimic: API on http://{settings.host}:{settings.port} (docs at /docs), "
+        f"mimic: API on http://{settings.server.host}:{settings.server.port} (docs at /docs), "
         "worker running; Ctrl-C stops both",
         flush=True,
     )

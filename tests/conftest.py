@@ -28,10 +28,9 @@ from litestar.testing import AsyncTestClient
 from stripe import WebhookSignature
 
 from mimic.app import create_app
-from mimic.jobs import build_app
-from mimic.migrate import load_steps, migrate
-from mimic.settings import Settings
-from mimic.worker import run_worker
+from mimic.core.migrate import load_steps, migrate
+from mimic.core.settings import Settings
+from mimic.worker import build_app, run_worker
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -80,7 +79,7 @@ def server_url() -> Iterator[str]:
         with PostgresContainer("postgres:16-alpine", driver=None) as container:
             yield container.get_connection_url()
         return
-    from mimic.embedded import start_embedded
+    from mimic.core.embedded import start_embedded
 
     yield start_embedded(str(ROOT / ".mimic" / "test"))
 

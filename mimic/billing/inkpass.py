@@ -1,4 +1,4 @@
-"""Stripe events routed to inkpass, the billing service: routing table, contract and tasks.
+"""Stripe events routed to inkpass, the billing service: routing rules and the contract.
 
 The contract (``InkpassEvent``) is what inkpass receives, as JSON, at
 ``POST {INKPASS_INTERNAL_URL}/internal/billing/<kind>`` with headers
@@ -10,42 +10,42 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-import procrastinate
 
-from mimic.deps import Deps
-from mimic.ingress.delivery import DeliveryContext, TargetRequest, http_delivery, run_delivery
-from mimic.ingress.store import Route
-from mimic.jobs import QUEUE_WEBHOOKS, BackoffRetry, deps_of, survive_shutdown
-from mimic.settings import Settings
+from mimic.core.deps import Deps
+from mimic.events.routing import Rule
+from mimic.events.schemas import DeliveryContext, Route, TargetRequest
 
 TARGET = "inkpass"
 
-#: task kind -> inkpass path suffix; the task is mimic.tasks.route_to_inkpass_<kind>.
-KINDS = {
-    "subscription_created": "subscription-created",
-    "subscription_updated": "subscription-updated",
-    "subscription_deleted": "subscription-deleted",
-    "invoice_event": "invoice-event",
+# The seed's task names: queued jobs carry them, so they never change.
+SUBSCRIPTION_CREATED = "mimic.tasks.route_to_inkpass_subscription_created"
+SUBSCRIPTION_UPDATED = "mimic.tasks.route_to_inkpass_subscription_updated"
+SUBSCRIPTION_DELETED = "mimic.tasks.route_to_inkpass_subscription_deleted"
+INVOICE_EVENT = "mimic.tasks.route_to_inkpass_invoice_event"
+
+#: task name -> inkpass path suffix (``POST /internal/billing/<path>``).
+PATHS = {
+    SUBSCRIPTION_CREATED: "subscription-created",
+    SUBSCRIPTION_UPDATED: "subscription-updated",
+    SUBSCRIPTION_DELETED: "subscription-deleted",
+    INVOICE_EVENT: "invoice-event",
 }
 
+#: Stripe event type -> the task that routes it to inkpass.
 STRIPE_ROUTES: dict[str, str] = {
-    "checkout.session.completed": "subscription_created",
-    "customer.subscription.created": "subscription_created",
-    "customer.subscription.updated": "subscription_updated",
-    "customer.subscription.deleted": "subscription_deleted",
-    "invoice.payment_failed": "invoice_event",
-    "invoice.payment_succeeded": "invoice_event",
-    "invoice.paid": "invoice_event",
+    "checkout.session.completed": SUBSCRIPTION_CREATED,
+    "customer.subscription.created": SUBSCRIPTION_CREATED,
+    "customer.subscription.updated": SUBSCRIPTION_UPDATED,
+    "customer.subscription.deleted": SUBSCRIPTION_DELETED,
+    "invoice.payment_failed": INVOICE_EVENT,
+    "invoice.payment_succeeded": INVOICE_EVENT,
+    "invoice.paid": INVOICE_EVENT,
 }
 
-
-def task_name(kind: str) -> str:
-    return f"mimic.tasks.route_to_inkpass_{kind}"
-
-
-def stripe_routes(event_type: str) -> list[Route]:
-    kind = STRIPE_ROUTES.get(event_type)
-    return [Route(target_service=TARGET, task_name=task_name(kind))] if kind else []
+RULES = [
+    Rule("stripe", event_type, Route(target_service=TARGET, task_name=task))
+    for event_type, task in STRIPE_ROUTES.items()
+]
 
 
 class InkpassEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -121,38 +121,18 @@ def inkpass_event(context: DeliveryContext) -> InkpassEvent:
     )
 
 
-def _kind_of(task: str) -> str:
-    return task.removeprefix("mimic.tasks.route_to_inkpass_")
-
-
 def inkpass_request(context: DeliveryContext, deps: Deps) -> TargetRequest:
     headers = {
         "Content-Type": "application/json",
         "Idempotency-Key": str(context.delivery_id),
         "User-Agent": "mimic",
     }
-    if deps.settings.service_api_key is not None:
-        headers["X-API-Key"] = deps.settings.service_api_key.get()
-    path = KINDS[_kind_of(context.task_name)]
+    settings = deps.settings.inkpass
+    if settings.service_api_key is not None:
+        headers["X-API-Key"] = settings.service_api_key.get()
     return TargetRequest(
-        url=f"{deps.settings.inkpass_internal_url}/internal/billing/{path}",
+        url=f"{settings.url}/internal/billing/{PATHS[context.task_name]}",
         body=msgspec.json.encode(inkpass_event(context)),
         headers=headers,
+        timeout=settings.timeout_seconds,
     )
-
-
-def register(app: procrastinate.App, settings: Settings) -> None:
-    retry = BackoffRetry(
-        base=settings.delivery_backoff_base_seconds, cap=settings.delivery_backoff_max_seconds
-    )
-
-    deliver = http_delivery(inkpass_request)
-
-    @survive_shutdown
-    async def route_to_inkpass(context: procrastinate.JobContext, delivery_id: str) -> None:
-        await run_delivery(deps_of(context), delivery_id, deliver)
-
-    for kind in KINDS:
-        app.task(name=task_name(kind), queue=QUEUE_WEBHOOKS, pass_context=True, retry=retry)(
-            route_to_inkpass
-        )

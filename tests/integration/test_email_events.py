@@ -16,7 +16,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from svix.webhooks import Webhook
 
-from mimic.settings import Settings
+from mimic.core.settings import Settings
 
 from ..conftest import TEST_SECRETS, running_worker, table_counts, wait_for, wait_for_value
 

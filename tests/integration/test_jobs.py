@@ -10,16 +10,10 @@ import procrastinate
 import pytest
 from procrastinate.schema import SchemaManager
 
-from mimic.jobs import (
-    _DEFER_SQL,
-    _RETRY_STALLED_SQL,
-    QUEUE_MAINTENANCE,
-    JobToDefer,
-    build_app,
-    defer_jobs,
-    deps_of,
-)
-from mimic.settings import Settings
+from mimic.core.db import Connection
+from mimic.core.jobs import QUEUE_MAINTENANCE, JobToDefer, defer_jobs, deps_of, queries
+from mimic.core.settings import Settings
+from mimic.worker import build_app
 
 from ..conftest import running_worker, wait_for
 
@@ -52,7 +46,7 @@ async def test_committed_job_is_run_by_a_real_worker(
     settings: Settings, conn: asyncpg.Connection
 ) -> None:
     async with conn.transaction():
-        ids = await defer_jobs(conn, [probe_job("committed"), probe_job("second")])
+        ids = await defer_jobs(Connection(conn), [probe_job("committed"), probe_job("second")])
     assert len(ids) == 2
     rows = await conn.fetch(
         "SELECT task_name, queue_name, args FROM procrastinate_jobs WHERE id = ANY($1)", ids
@@ -74,7 +68,7 @@ async def test_committed_job_is_run_by_a_real_worker(
 async def test_rolled_back_job_never_exists(conn: asyncpg.Connection) -> None:
     transaction = conn.transaction()
     await transaction.start()
-    await defer_jobs(conn, [probe_job("rolled back")])
+    await defer_jobs(Connection(conn), [probe_job("rolled back")])
     await transaction.rollback()
     count = await conn.fetchval(
         "SELECT count(*) FROM procrastinate_jobs WHERE task_name = $1", PROBE_TASK
@@ -84,13 +78,15 @@ async def test_rolled_back_job_never_exists(conn: asyncpg.Connection) -> None:
 
 async def test_defer_outside_a_transaction_is_refused(conn: asyncpg.Connection) -> None:
     with pytest.raises(RuntimeError, match="inside the caller's transaction"):
-        await defer_jobs(conn, [probe_job("autocommit")])
+        await defer_jobs(Connection(conn), [probe_job("autocommit")])
 
 
 def test_defer_sql_names_a_function_the_installed_procrastinate_defines() -> None:
     # A procrastinate upgrade that renames or retypes the entry point fails here
     # (and in the worker test above), not in production.
-    names = set(re.findall(r"procrastinate_\w+_v\d+", _DEFER_SQL + _RETRY_STALLED_SQL))
+    names = set(
+        re.findall(r"procrastinate_\w+_v\d+", queries["defer_jobs"] + queries["retry_stalled_job"])
+    )
     assert names == {
         "procrastinate_defer_jobs_v1",
         "procrastinate_job_to_defer_v1",

@@ -10,8 +10,9 @@ import asyncpg
 import msgspec
 import pytest
 
-from mimic.errors import SchemaError
-from mimic.migrate import BASELINE, MIGRATIONS_DIR, Step, load_steps, migrate, schema_status
+from mimic.core.db import Connection
+from mimic.core.errors import SchemaError
+from mimic.core.migrate import BASELINE, MIGRATIONS_DIR, Step, load_steps, migrate, schema_status
 
 
 async def test_five_processes_at_once_end_with_one_schema(empty_database_url: str) -> None:
@@ -41,7 +42,7 @@ async def test_five_processes_at_once_end_with_one_schema(empty_database_url: st
         assert len(versions) == len(set(versions))
         assert await conn.fetchval("SELECT to_regclass('procrastinate_jobs')") is not None
         assert await conn.fetchval("SELECT to_regclass('webhook_events')") is not None
-        status = await schema_status(conn, load_steps())
+        status = await schema_status(Connection(conn), load_steps())
         assert status.current
     finally:
         await conn.close()
@@ -54,7 +55,7 @@ async def test_rerun_applies_nothing(database_url: str) -> None:
 async def test_edited_applied_migration_stops_startup(
     database_url: str, tmp_path: pathlib.Path
 ) -> None:
-    for source in MIGRATIONS_DIR.glob("*.sql"):
+    for source in MIGRATIONS_DIR.iterdir():
         (tmp_path / source.name).write_text(source.read_text() + "\n-- edited\n")
     with pytest.raises(SchemaError, match="0001_webhooks was changed after it was applied"):
         await migrate(database_url, load_steps(tmp_path))
@@ -63,15 +64,15 @@ async def test_edited_applied_migration_stops_startup(
 async def test_new_migration_is_applied_and_recorded(
     database_url: str, tmp_path: pathlib.Path
 ) -> None:
-    for source in MIGRATIONS_DIR.glob("*.sql"):
+    for source in MIGRATIONS_DIR.iterdir():
         (tmp_path / source.name).write_text(source.read_text())
     (tmp_path / "9999_extra.sql").write_text("CREATE TABLE extra_probe (id int);")
     steps = load_steps(tmp_path)
     conn = await asyncpg.connect(database_url)
     try:
-        assert (await schema_status(conn, steps)).pending == ["9999_extra"]
+        assert (await schema_status(Connection(conn), steps)).pending == ["9999_extra"]
         assert await migrate(database_url, steps) == ["9999_extra"]
-        assert (await schema_status(conn, steps)).current
+        assert (await schema_status(Connection(conn), steps)).current
         assert await conn.fetchval("SELECT to_regclass('extra_probe')") is not None
     finally:
         await conn.close()
@@ -80,7 +81,7 @@ async def test_new_migration_is_applied_and_recorded(
 async def test_failed_migration_rolls_back_and_is_not_recorded(
     database_url: str, tmp_path: pathlib.Path
 ) -> None:
-    for source in MIGRATIONS_DIR.glob("*.sql"):
+    for source in MIGRATIONS_DIR.iterdir():
         (tmp_path / source.name).write_text(source.read_text())
     (tmp_path / "9999_broken.sql").write_text(
         "CREATE TABLE half_done (id int); SELECT * FROM no_such_table;"
@@ -120,7 +121,7 @@ async def test_procrastinate_upgrade_applies_only_its_new_migrations(
     conn = await asyncpg.connect(empty_database_url)
     try:
         assert await conn.fetchval("SELECT to_regclass('procrastinate_upgrade_probe')") is None
-        assert (await schema_status(conn, steps)).current
+        assert (await schema_status(Connection(conn), steps)).current
     finally:
         await conn.close()
 

@@ -12,7 +12,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from mimic.app import create_app
-from mimic.settings import Settings
+from mimic.core.settings import Settings
 
 from ..conftest import (
     TEST_SECRETS,

@@ -15,10 +15,11 @@ from litestar.testing import AsyncTestClient
 
 from mimic.app import create_app
 from mimic.billing.inkpass import inkpass_request
-from mimic.deps import open_deps
-from mimic.ingress.delivery import http_delivery, run_delivery
-from mimic.jobs import QUEUE_WEBHOOKS, JobToDefer, defer_jobs
-from mimic.settings import Settings
+from mimic.core.db import Connection
+from mimic.core.deps import open_deps
+from mimic.core.jobs import QUEUE_WEBHOOKS, JobToDefer, defer_jobs
+from mimic.core.settings import Settings
+from mimic.events.delivery import http_delivery, run_delivery
 
 from ..conftest import (
     TEST_SECRETS,
@@ -246,7 +247,7 @@ async def test_a_succeeded_delivery_is_never_called_again(
         # A second job for the same delivery (an operator retry, a stalled-job retry).
         async with db.transaction():
             [job_id] = await defer_jobs(
-                db,
+                Connection(db),
                 [
                     JobToDefer(
                         task_name=delivery["task_name"],

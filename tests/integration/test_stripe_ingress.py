@@ -18,7 +18,7 @@ from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
 
 from mimic.app import create_app
-from mimic.settings import Settings
+from mimic.core.settings import Settings
 
 from ..conftest import (
     TEST_SECRETS,

@@ -4,9 +4,9 @@ import base64
 
 import pytest
 
-from mimic.crypto import DecryptionFailed, Keyring
-from mimic.errors import NotConfigured
-from mimic.settings import EncryptionKey, Secret
+from mimic.core.crypto import DecryptionFailed, Keyring
+from mimic.core.errors import NotConfigured
+from mimic.core.settings import EncryptionKey, Secret
 
 
 def key(key_id: str, fill: bytes) -> EncryptionKey:

@@ -6,15 +6,21 @@ from typing import Any
 import msgspec
 import pytest
 
-from mimic.billing.inkpass import STRIPE_ROUTES, inkpass_event, stripe_routes, task_name
-from mimic.ingress.delivery import DeliveryContext
+from mimic.app import routing_table
+from mimic.billing.inkpass import STRIPE_ROUTES, inkpass_event
+from mimic.events.schemas import DeliveryContext, Route
+
+
+def stripe_routes(event_type: str) -> list[Route]:
+    return routing_table().routes_for("stripe", event_type)
 
 
 def context(event_type: str, obj: dict[str, Any]) -> DeliveryContext:
     return DeliveryContext(
         delivery_id=uuid.UUID(int=1),
         attempt=1,
-        task_name=task_name(STRIPE_ROUTES[event_type]),
+        task_name=STRIPE_ROUTES[event_type],
+        target_service="inkpass",
         event_uuid=uuid.UUID(int=2),
         provider="stripe",
         event_id="evt_1",

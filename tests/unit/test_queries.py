@@ -7,10 +7,11 @@ import re
 
 import pytest
 
-from mimic.db import load_queries, parse_queries
+from mimic.core.db import load_queries, parse_queries
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "mimic"
 FEATURES = sorted(p.parent.name for p in PACKAGE.glob("*/queries.sql"))
+assert FEATURES == ["core", "email", "events"]
 
 
 @pytest.mark.parametrize("feature", FEATURES)

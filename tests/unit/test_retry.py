@@ -5,10 +5,10 @@ import datetime
 import pytest
 from procrastinate.jobs import Job
 
-from mimic.ingress.delivery import retry_after_seconds
-from mimic.jobs import BackoffRetry, RetryableError
+from mimic.core.http import retry_after_seconds
+from mimic.core.jobs import RETRY, Backoff, RetryableError
 
-STRATEGY = BackoffRetry(base=1.0, cap=60.0)
+BACKOFF = Backoff(base=1.0, cap=60.0)
 
 
 def job(attempts: int) -> Job:
@@ -19,19 +19,19 @@ def job(attempts: int) -> Job:
 
 def test_exponential_backoff_with_jitter_is_bounded() -> None:
     for attempts, ceiling in [(0, 1.0), (1, 2.0), (3, 8.0), (10, 60.0)]:
-        delays = {STRATEGY.delay(attempts, None) for _ in range(50)}
+        delays = {BACKOFF.delay(attempts, None) for _ in range(50)}
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(delays) > 1  # jittered
 
 
 def test_retry_after_is_honoured_and_capped() -> None:
-    assert STRATEGY.delay(0, 7.0) == 7.0
-    assert STRATEGY.delay(0, 3600.0) == 60.0
+    assert BACKOFF.delay(0, 7.0) == 7.0
+    assert BACKOFF.delay(0, 3600.0) == 60.0
 
 
 def test_only_retryable_errors_are_retried() -> None:
-    assert STRATEGY.get_retry_decision(exception=ValueError("x"), job=job(0)) is None
-    decision = STRATEGY.get_retry_decision(exception=RetryableError("x", retry_after=5), job=job(0))
+    assert RETRY.get_retry_decision(exception=ValueError("x"), job=job(0)) is None
+    decision = RETRY.get_retry_decision(exception=RetryableError("x", retry_after=5), job=job(0))
     assert decision is not None
     assert decision.retry_at is not None
     wait = decision.retry_at - datetime.datetime.now(datetime.UTC)

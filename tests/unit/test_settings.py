@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from mimic.logs import RedactSecrets, settings_secrets
-from mimic.settings import ConfigError, Secret, Settings
+from mimic.core.logs import RedactSecrets, settings_secrets
+from mimic.core.settings import ConfigError, Secret, Settings
 
 from ..conftest import TEST_SECRETS
 
@@ -11,10 +11,10 @@ from ..conftest import TEST_SECRETS
 def test_defaults_are_dev_with_embedded_database() -> None:
     settings = Settings.from_env({})
     assert settings.env == "dev"
-    assert settings.database_url is None
-    assert settings.port == 8006
-    assert settings.email_provider == "dev"
-    assert (settings.dev_smtp_host, settings.dev_smtp_port) == ("localhost", 1025)
+    assert settings.database.url is None
+    assert settings.server.port == 8006
+    assert settings.email.provider == "dev"
+    assert (settings.email.dev_smtp_host, settings.email.dev_smtp_port) == ("localhost", 1025)
 
 
 def test_reads_the_seed_variable_names() -> None:
@@ -31,11 +31,11 @@ def test_reads_the_seed_variable_names() -> None:
             "DEV_SMTP_PORT": "2525",
         }
     )
-    assert settings.database_url == Secret("postgresql://u@h/db")
-    assert settings.stripe_webhook_secret == Secret("whsec_x")
-    assert settings.inkpass_internal_url == "http://inkpass:8002"
-    assert settings.email_provider == "postmark"
-    assert (settings.dev_smtp_host, settings.dev_smtp_port) == ("mailpit", 2525)
+    assert settings.database.url == Secret("postgresql://u@h/db")
+    assert settings.webhooks.stripe_secret == Secret("whsec_x")
+    assert settings.inkpass.url == "http://inkpass:8002"
+    assert settings.email.provider == "postmark"
+    assert (settings.email.dev_smtp_host, settings.email.dev_smtp_port) == ("mailpit", 2525)
 
 
 @pytest.mark.parametrize(

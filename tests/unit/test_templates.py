@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from mimic.egress.templates import Templates, html_to_text
-from mimic.errors import Unprocessable
+from mimic.core.errors import Unprocessable
+from mimic.email.rendering import Templates, html_to_text
 
 TEMPLATES = Templates()
 

@@ -5,7 +5,7 @@ import time
 import pytest
 from stripe import WebhookSignature
 
-from mimic.ingress.verify import SignatureRejected, verify_stripe
+from mimic.webhooks.verify import SignatureRejected, verify_stripe
 
 SECRET = "whsec_unit_secret"
 BODY = b'{"id":"evt_1","type":"invoice.paid"}'

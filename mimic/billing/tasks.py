@@ -1,0 +1,25 @@
+"""The inkpass tasks, one per seed task name, on the billing blueprint."""
+
+from __future__ import annotations
+
+import procrastinate
+
+from mimic.billing.inkpass import PATHS, inkpass_request
+from mimic.core.deps import Deps
+from mimic.core.jobs import QUEUE_WEBHOOKS, RETRY, job_body
+from mimic.events.delivery import http_delivery, run_delivery
+
+blueprint = procrastinate.Blueprint()
+
+_deliver = http_delivery(inkpass_request)
+
+
+@job_body
+async def route_to_inkpass(deps: Deps, delivery_id: str) -> None:
+    await run_delivery(deps, delivery_id, _deliver)
+
+
+for _name in PATHS:
+    blueprint.task(name=_name, queue=QUEUE_WEBHOOKS, pass_context=True, retry=RETRY)(
+        route_to_inkpass
+    )

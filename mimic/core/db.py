@@ -1,0 +1,207 @@
+"""The database layer: an asyncpg pool, named SQL queries, and the one driver-error boundary.
+
+Nothing outside this module sees an ``asyncpg`` exception. Every call that reaches the
+driver goes through :func:`translate`:
+
+- the database is away (connection refused or lost, shutdown, wrong name or login) ->
+  :class:`DatabaseUnavailable` (503);
+- a value Postgres cannot take (``DataError``: ``\\u0000`` in text, a number out of range)
+  -> :class:`InvalidInput` (400);
+- a unique index says no -> :class:`Conflict` (409);
+- anything else Postgres refuses -> :class:`DatabaseError` (500).
+
+Only driver calls are translated: an exception raised by the caller's own code inside a
+``transaction()`` block passes through untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
+from importlib import resources
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+from asyncpg.pool import PoolConnectionProxy
+
+from mimic.core.errors import BadRequest, Conflict, DatabaseError, DatabaseUnavailable
+
+logger = logging.getLogger(__name__)
+
+_QUERY_HEADER = re.compile(r"^-- name: ([a-z0-9_]+)\s*$", re.MULTILINE)
+
+# Errors that mean "the database is not there right now", not "your query is wrong".
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    # Reachable but refusing us (wrong database, role or password): still "not there" for
+    # callers, who should retry later rather than see a 500.
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+)
+
+T = TypeVar("T")
+
+
+class InvalidInput(BadRequest):
+    """A value cannot be stored."""
+
+    code = "invalid_input"
+
+
+def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
+    """Load the ``-- name: x`` sectioned SQL file shipped inside ``package``."""
+    text = (resources.files(package) / filename).read_text(encoding="utf-8")
+    return parse_queries(text, f"{package}/{filename}")
+
+
+def parse_queries(text: str, source: str) -> dict[str, str]:
+    parts = _QUERY_HEADER.split(text)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"duplicate query {name!r} in {source}")
+        # Drop the one-line description comment(s) under the header.
+        sql = "\n".join(
+            line for line in body.strip().splitlines() if not line.startswith("--")
+        ).strip()
+        queries[name] = sql
+    return queries
+
+
+@contextlib.contextmanager
+def translate() -> Iterator[None]:
+    """Map a driver exception to Mimic's error tree. Wrap driver calls only."""
+    try:
+        yield
+    except asyncpg.DataError as exc:
+        raise InvalidInput(f"a value cannot be stored: {type(exc).__name__}") from exc
+    except asyncpg.UniqueViolationError as exc:
+        raise Conflict(f"already exists ({exc.constraint_name})") from exc
+    except _UNAVAILABLE as exc:
+        raise DatabaseUnavailable() from exc
+    except asyncpg.PostgresError as exc:
+        # The server's text stays in our log; callers get a generic 500.
+        logger.error("the database refused a statement: %s: %s", type(exc).__name__, exc)
+        raise DatabaseError() from exc
+
+
+class Connection:
+    """One connection (pooled or direct) whose every call is translated."""
+
+    def __init__(self, raw: asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[Any]) -> None:
+        self.raw = raw
+
+    def is_in_transaction(self) -> bool:
+        return self.raw.is_in_transaction()
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        with translate():
+            return await self.raw.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        with translate():
+            return await self.raw.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        with translate():
+            return await self.raw.fetchval(query, *args)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        with translate():
+            return await self.raw.execute(query, *args)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """A transaction (or savepoint) on this connection; begin and commit are translated."""
+        tx = self.raw.transaction()
+        with translate():
+            await tx.start()
+        try:
+            yield self
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await tx.rollback()
+            raise
+        with translate():
+            await tx.commit()
+
+
+@contextlib.asynccontextmanager
+async def connect(dsn: str, *, timeout: float = 10) -> AsyncIterator[Connection]:
+    """A direct connection outside the pool (migrations)."""
+    with translate():
+        raw = await asyncpg.connect(dsn, timeout=timeout)
+    try:
+        yield Connection(raw)
+    finally:
+        with contextlib.suppress(Exception):
+            await raw.close()
+
+
+async def create_pool(dsn: str, *, max_size: int) -> asyncpg.Pool[asyncpg.Record]:
+    # min_size=0: the API starts (and /readyz answers 503) while the database is down.
+    pool = await asyncpg.create_pool(
+        dsn, min_size=0, max_size=max_size, command_timeout=30, timeout=5
+    )
+    assert pool is not None
+    return pool
+
+
+def as_struct(row: asyncpg.Record | dict[str, Any], type_: type[T]) -> T:
+    """A row as a typed struct (field names are the column names)."""
+    return msgspec.convert(dict(row), type_, from_attributes=False)
+
+
+def as_structs(rows: Sequence[asyncpg.Record], type_: type[T]) -> list[T]:
+    return [as_struct(row, type_) for row in rows]
+
+
+class Database:
+    """The process's pool, whose every call is translated; one instance per process."""
+
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+        self.pool = pool
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        with translate():
+            raw = await self.pool.acquire()
+        try:
+            yield Connection(raw)
+        finally:
+            with contextlib.suppress(Exception):
+                await self.pool.release(raw)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        with translate():
+            return await self.pool.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        with translate():
+            return await self.pool.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        with translate():
+            return await self.pool.fetchval(query, *args)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        with translate():
+            return await self.pool.execute(query, *args)
+
+    async def close(self) -> None:
+        await self.pool.close()

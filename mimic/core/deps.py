@@ -1,0 +1,40 @@
+"""The resources a request handler or a task uses, opened once per process."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+
+from mimic.core.crypto import Keyring
+from mimic.core.db import Database, create_pool
+from mimic.core.settings import Settings
+
+
+@dataclass(frozen=True)
+class Deps:
+    settings: Settings
+    db: Database
+    #: One shared client for inkpass, Resend and Postmark; keys are set per request.
+    http: httpx.AsyncClient
+    keyring: Keyring
+
+
+@contextlib.asynccontextmanager
+async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
+    if settings.database.url is None:
+        raise ValueError("settings need a database URL (see mimic.core.embedded.resolve_database)")
+    pool = await create_pool(settings.database.url.get(), max_size=settings.database.pool_max_size)
+    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
+    try:
+        yield Deps(
+            settings=settings,
+            db=Database(pool),
+            http=http,
+            keyring=Keyring(settings.email.encryption_keys),
+        )
+    finally:
+        await http.aclose()
+        await pool.close()

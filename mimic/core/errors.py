@@ -1,0 +1,96 @@
+"""One exception tree for the whole service. A class's docstring is its default message."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    """Every error response: a stable machine code and a human sentence."""
+
+    error: str
+    detail: str
+
+
+class MimicError(Exception):
+    """Internal error."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        self.message = message or (self.__doc__ or "").strip()
+        if code is not None:
+            self.code = code
+        super().__init__(self.message)
+
+
+class BadRequest(MimicError):
+    """The request is invalid."""
+
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthorized(MimicError):
+    """A valid API key is required."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFound(MimicError):
+    """Not found."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(MimicError):
+    """The request conflicts with an earlier one."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(MimicError):
+    """The request body is larger than the limit."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class Unprocessable(MimicError):
+    """The request is well-formed but cannot be processed."""
+
+    status_code = 422
+    code = "unprocessable"
+
+
+class ServiceUnavailable(MimicError):
+    """The service is unavailable; retry later."""
+
+    status_code = 503
+    code = "unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database is unavailable; retry later."""
+
+    code = "database_unavailable"
+
+
+class NotConfigured(ServiceUnavailable):
+    """This feature is not configured on the server."""
+
+    code = "not_configured"
+
+
+class DatabaseError(MimicError):
+    """The database refused the statement."""
+
+    code = "database_error"
+
+
+class SchemaError(MimicError):
+    """The database schema does not match this version of Mimic."""

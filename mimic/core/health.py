@@ -1,0 +1,51 @@
+"""Liveness, readiness and metrics for operators."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Controller, Response, get
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mimic.core import metrics as _metrics  # noqa: F401  (registers the counters)
+from mimic.core.deps import Deps
+from mimic.core.errors import MimicError
+from mimic.core.migrate import Step, schema_status
+
+
+class Health(msgspec.Struct, kw_only=True):
+    status: str
+    reason: str | None = None
+
+
+class HealthController(Controller):
+    tags = ["operations"]
+
+    @get("/healthz", summary="Liveness: the process answers")
+    async def healthz(self) -> Health:
+        return Health(status="ok")
+
+    @get(
+        "/readyz",
+        summary="Readiness: the database answers and the schema is current",
+        responses={
+            503: ResponseSpec(data_container=Health, description="Not ready, with a reason")
+        },
+    )
+    async def readyz(
+        self, deps: NamedDependency[Deps], steps: NamedDependency[list[Step]]
+    ) -> Response[Health]:
+        try:
+            async with deps.db.connection() as conn:
+                status = await schema_status(conn, steps)
+        except MimicError as exc:
+            return Response(Health(status="unavailable", reason=exc.message), status_code=503)
+        if not status.current:
+            reason = f"schema not current: pending {', '.join(status.pending)}"
+            return Response(Health(status="unavailable", reason=reason), status_code=503)
+        return Response(Health(status="ok"), status_code=200)
+
+    @get("/metrics", summary="Prometheus metrics", media_type=CONTENT_TYPE_LATEST)
+    async def metrics(self) -> bytes:
+        return generate_latest()

@@ -1,0 +1,22 @@
+-- name: defer_jobs
+-- Enqueue procrastinate jobs on the caller's transaction. The one place that knows
+-- procrastinate's SQL entry point: if an upgrade renames it, the integration tests fail.
+SELECT procrastinate_defer_jobs_v1(ARRAY(
+    SELECT ROW(q, t, p, l, NULL, a::jsonb, s)::procrastinate_job_to_defer_v1
+      FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[],
+                  $6::timestamptz[]) WITH ORDINALITY AS j(q, t, p, l, a, s, n)
+     ORDER BY n
+))
+
+-- name: retry_stalled_job
+-- Retry one job only if it is still `doing` on a worker whose heartbeat is stale (or gone).
+WITH job AS (
+    SELECT j.id FROM procrastinate_jobs j
+      LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
+     WHERE j.id = $1 AND j.status = 'doing'
+       AND (w.id IS NULL OR w.last_heartbeat < now() - make_interval(secs => $2))
+       FOR UPDATE OF j
+)
+SELECT count(*) FROM (
+    SELECT procrastinate_retry_job_v2(job.id, now(), NULL, NULL, NULL) FROM job
+) AS retried

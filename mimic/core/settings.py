@@ -1,0 +1,421 @@
+"""Typed settings, read from the environment once and passed down explicitly.
+
+One struct per concern. Each field's default is written once, on the field; ``ENV`` maps the
+field to its environment variable and parser. A bad value stops startup with one line that
+names the variable and never echoes the value (it may be a secret).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar, get_args
+
+import msgspec
+
+Env = Literal["dev", "production"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+#: How an email leaves Mimic. The one definition of the provider vocabulary.
+EmailProvider = Literal["dev", "smtp", "resend", "postmark"]
+SmtpSecurity = Literal["none", "starttls", "tls"]
+
+#: The internal API key `make run` accepts when MIMIC_SERVICE_API_KEY is unset (dev only).
+DEV_API_KEY = "mimic-dev-key"
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+class ConfigError(Exception):
+    """Configuration is invalid."""
+
+
+class Secret:
+    """A value that must never be printed; its repr is masked."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class EncryptionKey(msgspec.Struct, frozen=True):
+    """One AES-256-GCM key; the first key in the list encrypts, all of them decrypt."""
+
+    key_id: str
+    key: Secret
+
+
+# --- parsers: each raises ValueError on a bad value and says what it expects -----------------
+
+
+@dataclass(frozen=True)
+class Parser:
+    hint: str
+    parse: Callable[[str], Any]
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+TEXT = Parser("text", _text)
+SECRET = Parser("a secret", Secret)
+
+
+def _secret_list(raw: str) -> tuple[Secret, ...]:
+    return tuple(Secret(part.strip()) for part in raw.split(",") if part.strip())
+
+
+SECRET_LIST = Parser("a comma list of secrets", _secret_list)
+
+
+def _svix_secret(raw: str) -> Secret:
+    try:
+        base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+    except binascii.Error:
+        raise ValueError("not base64") from None
+    return Secret(raw)
+
+
+SVIX_SECRET = Parser("a Svix secret, whsec_<base64>", _svix_secret)
+
+
+def integer(low: int | None = None, high: int | None = None) -> Parser:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise ValueError(raw)
+        return value
+
+    if high is not None:
+        bounds = f" between {low} and {high}"
+    elif low is not None:
+        bounds = f" >= {low}"
+    else:
+        bounds = ""
+    return Parser(f"an integer{bounds}", parse)
+
+
+PORT = integer(1, 65535)
+
+
+def _positive(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(raw)
+    return value
+
+
+POSITIVE = Parser("a positive number", _positive)
+
+
+def _url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError(raw)
+    return raw.rstrip("/")
+
+
+URL = Parser("an http:// or https:// URL", _url)
+
+
+def choice(options: Any) -> Parser:
+    allowed: tuple[str, ...] = get_args(options)
+
+    def parse(raw: str) -> str:
+        if raw not in allowed:
+            raise ValueError(raw)
+        return raw
+
+    return Parser(f"one of {' | '.join(allowed)}", parse)
+
+
+def _encryption_keys(raw: str) -> tuple[EncryptionKey, ...]:
+    keys = []
+    for item in raw.split(","):
+        key_id, sep, encoded = item.strip().partition(":")
+        if not sep or not key_id:
+            raise ValueError("no key id")
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            raise ValueError("not base64") from None
+        if len(key) != 32:
+            raise ValueError("not 32 bytes")
+        keys.append(EncryptionKey(key_id=key_id, key=Secret(encoded)))
+    if len({k.key_id for k in keys}) != len(keys):
+        raise ValueError("duplicate key ids")
+    return tuple(keys)
+
+
+ENCRYPTION_KEYS = Parser("a comma list of key_id:base64(32 bytes), unique ids", _encryption_keys)
+
+
+def read_group(cls: type[S], environ: Mapping[str, str]) -> S:
+    """Build one settings struct: unset or blank variables keep the field's default."""
+    env: Mapping[str, tuple[str, Parser]] = cls.ENV  # type: ignore[attr-defined]
+    values: dict[str, Any] = {}
+    for field in msgspec.structs.fields(cls):
+        name, parser = env[field.name]
+        raw = (environ.get(name) or "").strip()
+        if not raw:
+            continue
+        try:
+            values[field.name] = parser.parse(raw)
+        except ValueError:
+            # The raw value is deliberately not echoed: it may be a secret.
+            raise ConfigError(f"{name}: invalid value, expected {parser.hint}") from None
+    return cls(**values)
+
+
+# --- the groups --------------------------------------------------------------------------------
+
+
+class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
+    host: str = "127.0.0.1"
+    port: int = 8006
+    log_level: LogLevel = "INFO"
+    #: Where `make run` keeps the embedded Postgres (and other local state).
+    data_dir: str = ".mimic"
+    #: Keys accepted from internal callers, besides the service key.
+    api_keys: tuple[Secret, ...] = ()
+
+    ENV: ClassVar = {
+        "host": ("MIMIC_HOST", TEXT),
+        "port": ("MIMIC_PORT", PORT),
+        "log_level": ("MIMIC_LOG_LEVEL", choice(LogLevel)),
+        "data_dir": ("MIMIC_DATA_DIR", TEXT),
+        "api_keys": ("MIMIC_API_KEYS", SECRET_LIST),
+    }
+
+
+class DatabaseSettings(msgspec.Struct, kw_only=True, frozen=True):
+    #: Postgres DSN; None means "start the embedded pgserver under server.data_dir".
+    url: Secret | None = None
+    pool_max_size: int = 20
+
+    ENV: ClassVar = {
+        "url": ("DATABASE_URL", SECRET),
+        "pool_max_size": ("MIMIC_DB_POOL_MAX_SIZE", integer(low=1)),
+    }
+
+
+class WebhookSettings(msgspec.Struct, kw_only=True, frozen=True):
+    stripe_secret: Secret | None = None
+    resend_secret: Secret | None = None
+    #: Password of the HTTP Basic credentials in Postmark's webhook URL.
+    postmark_secret: Secret | None = None
+    max_body_bytes: int = 1_048_576
+    #: Stripe signed timestamps further in the past or future than this are refused.
+    stripe_tolerance_seconds: int = 300
+
+    ENV: ClassVar = {
+        "stripe_secret": ("STRIPE_WEBHOOK_SECRET", SECRET),
+        "resend_secret": ("RESEND_WEBHOOK_SECRET", SVIX_SECRET),
+        "postmark_secret": ("POSTMARK_WEBHOOK_SECRET", SECRET),
+        "max_body_bytes": ("WEBHOOK_MAX_BODY_BYTES", integer(low=1)),
+        "stripe_tolerance_seconds": ("STRIPE_TOLERANCE_SECONDS", integer(low=1)),
+    }
+
+
+class DeliverySettings(msgspec.Struct, kw_only=True, frozen=True):
+    """How the gateway retries a delivery to an internal service."""
+
+    max_attempts: int = 10
+    backoff_base_seconds: float = 2.0
+    backoff_max_seconds: float = 3600.0
+
+    ENV: ClassVar = {
+        "max_attempts": ("DELIVERY_MAX_ATTEMPTS", integer(low=1)),
+        "backoff_base_seconds": ("DELIVERY_BACKOFF_BASE_SECONDS", POSITIVE),
+        "backoff_max_seconds": ("DELIVERY_BACKOFF_MAX_SECONDS", POSITIVE),
+    }
+
+
+class InkpassSettings(msgspec.Struct, kw_only=True, frozen=True):
+    url: str = "http://localhost:8002"
+    timeout_seconds: float = 10.0
+    #: What Mimic sends to inkpass as X-API-Key (and, today, also accepts from callers).
+    service_api_key: Secret | None = None
+
+    ENV: ClassVar = {
+        "url": ("INKPASS_INTERNAL_URL", URL),
+        "timeout_seconds": ("INKPASS_TIMEOUT_SECONDS", POSITIVE),
+        "service_api_key": ("MIMIC_SERVICE_API_KEY", SECRET),
+    }
+
+
+class BillingSettings(msgspec.Struct, kw_only=True, frozen=True):
+    #: Stripe API key, for the billing API routes.
+    stripe_secret_key: Secret | None = None
+
+    ENV: ClassVar = {"stripe_secret_key": ("STRIPE_SECRET_KEY", SECRET)}
+
+
+class EmailSettings(msgspec.Struct, kw_only=True, frozen=True):
+    provider: EmailProvider = "dev"
+    sender: str = "Mimic <no-reply@mimic.local>"
+    dev_smtp_host: str = "localhost"
+    dev_smtp_port: int = 1025
+    #: None: no platform SMTP server (tenants may still bring their own).
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: Secret | None = None
+    smtp_security: SmtpSecurity = "starttls"
+    resend_api_key: Secret | None = None
+    resend_api_url: str = "https://api.resend.com"
+    postmark_server_token: Secret | None = None
+    postmark_api_url: str = "https://api.postmarkapp.com"
+    provider_timeout_seconds: float = 10.0
+    #: After an attempt that may have reached Postmark, wait this long before searching
+    #: Postmark for it (its search index lags), then send only if it is not there.
+    postmark_recheck_seconds: float = 60.0
+    max_attempts: int = 8
+    backoff_base_seconds: float = 2.0
+    backoff_max_seconds: float = 3600.0
+    #: BYOK: tenants' provider keys are sealed with the first key; any key opens.
+    encryption_keys: tuple[EncryptionKey, ...] = ()
+
+    ENV: ClassVar = {
+        "provider": ("EMAIL_PROVIDER", choice(EmailProvider)),
+        "sender": ("EMAIL_FROM", TEXT),
+        "dev_smtp_host": ("DEV_SMTP_HOST", TEXT),
+        "dev_smtp_port": ("DEV_SMTP_PORT", PORT),
+        "smtp_host": ("SMTP_HOST", TEXT),
+        "smtp_port": ("SMTP_PORT", PORT),
+        "smtp_username": ("SMTP_USERNAME", TEXT),
+        "smtp_password": ("SMTP_PASSWORD", SECRET),
+        "smtp_security": ("SMTP_SECURITY", choice(SmtpSecurity)),
+        "resend_api_key": ("RESEND_API_KEY", SECRET),
+        "resend_api_url": ("RESEND_API_URL", URL),
+        "postmark_server_token": ("POSTMARK_SERVER_TOKEN", SECRET),
+        "postmark_api_url": ("POSTMARK_API_URL", URL),
+        "provider_timeout_seconds": ("PROVIDER_TIMEOUT_SECONDS", POSITIVE),
+        "postmark_recheck_seconds": ("POSTMARK_RECHECK_SECONDS", POSITIVE),
+        "max_attempts": ("EMAIL_MAX_ATTEMPTS", integer(low=1)),
+        "backoff_base_seconds": ("EMAIL_BACKOFF_BASE_SECONDS", POSITIVE),
+        "backoff_max_seconds": ("EMAIL_BACKOFF_MAX_SECONDS", POSITIVE),
+        "encryption_keys": ("MIMIC_ENCRYPTION_KEYS", ENCRYPTION_KEYS),
+    }
+
+
+class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
+    concurrency: int = 10
+    heartbeat_seconds: float = 10.0
+    stalled_after_seconds: float = 30.0
+    shutdown_grace_seconds: float = 30.0
+    #: How often the sweep looks for jobs of dead workers (at most every 60 s).
+    stalled_sweep_seconds: int = 60
+    #: A job that hit a database outage is retried after this long.
+    outage_retry_seconds: float = 2.0
+
+    ENV: ClassVar = {
+        "concurrency": ("WORKER_CONCURRENCY", integer(low=1)),
+        "heartbeat_seconds": ("WORKER_HEARTBEAT_SECONDS", POSITIVE),
+        "stalled_after_seconds": ("WORKER_STALLED_AFTER_SECONDS", POSITIVE),
+        "shutdown_grace_seconds": ("WORKER_SHUTDOWN_GRACE_SECONDS", POSITIVE),
+        "stalled_sweep_seconds": ("STALLED_SWEEP_SECONDS", integer(1, 60)),
+        "outage_retry_seconds": ("WORKER_OUTAGE_RETRY_SECONDS", POSITIVE),
+    }
+
+
+GROUPS: dict[str, type[msgspec.Struct]] = {
+    "server": ServerSettings,
+    "database": DatabaseSettings,
+    "webhooks": WebhookSettings,
+    "delivery": DeliverySettings,
+    "inkpass": InkpassSettings,
+    "billing": BillingSettings,
+    "email": EmailSettings,
+    "worker": WorkerSettings,
+}
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    env: Env = "dev"
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
+    webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
+    delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
+    inkpass: InkpassSettings = msgspec.field(default_factory=InkpassSettings)
+    billing: BillingSettings = msgspec.field(default_factory=BillingSettings)
+    email: EmailSettings = msgspec.field(default_factory=EmailSettings)
+    worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
+
+    @property
+    def is_dev(self) -> bool:
+        return self.env == "dev"
+
+    @property
+    def accepted_api_keys(self) -> tuple[Secret, ...]:
+        service = self.inkpass.service_api_key
+        return ((service,) if service else ()) + self.server.api_keys
+
+    def with_database_url(self, url: str) -> Settings:
+        database = msgspec.structs.replace(self.database, url=Secret(url))
+        return msgspec.structs.replace(self, database=database)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from an environment mapping; raise ConfigError naming the variable."""
+        env_raw = (environ.get("MIMIC_ENV") or "").strip() or "dev"
+        env_parser = choice(Env)
+        try:
+            env = env_parser.parse(env_raw)
+        except ValueError:
+            raise ConfigError(f"MIMIC_ENV: invalid value, expected {env_parser.hint}") from None
+        groups: dict[str, Any] = {name: read_group(g, environ) for name, g in GROUPS.items()}
+        settings = cls(env=env, **groups)
+        if env == "production":
+            _require_production(settings, environ)
+        elif settings.inkpass.service_api_key is None:
+            # Dev convenience only: production refuses to start without a real key.
+            inkpass = msgspec.structs.replace(settings.inkpass, service_api_key=Secret(DEV_API_KEY))
+            settings = msgspec.structs.replace(settings, inkpass=inkpass)
+        return settings
+
+
+def _require_production(settings: Settings, environ: Mapping[str, str]) -> None:
+    required = {
+        "DATABASE_URL": settings.database.url,
+        # Not a secret, but the dev default (localhost) would silently drop billing events.
+        "INKPASS_INTERNAL_URL": environ.get("INKPASS_INTERNAL_URL") or None,
+        "STRIPE_WEBHOOK_SECRET": settings.webhooks.stripe_secret,
+        "RESEND_WEBHOOK_SECRET": settings.webhooks.resend_secret,
+        "MIMIC_SERVICE_API_KEY": settings.inkpass.service_api_key,
+        "MIMIC_ENCRYPTION_KEYS": settings.email.encryption_keys or None,
+    }
+    missing = [name for name, value in required.items() if value is None]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: required when MIMIC_ENV=production but not set")
+
+
+def every_secret(settings: Settings) -> list[str]:
+    """Every configured secret value, for the log filter."""
+    values: list[str] = []
+    for group_name in GROUPS:
+        group = getattr(settings, group_name)
+        for field in msgspec.structs.fields(group):
+            value = getattr(group, field.name)
+            for item in value if isinstance(value, tuple) else (value,):
+                if isinstance(item, Secret):
+                    values.append(item.get())
+                elif isinstance(item, EncryptionKey):
+                    values.append(item.key.get())
+    return values

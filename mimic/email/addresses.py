@@ -1,0 +1,29 @@
+"""Email address checks: syntax only (no DNS), with the field named in the error."""
+
+from __future__ import annotations
+
+import email.utils
+
+from email_validator import EmailNotValidError, validate_email
+
+from mimic.core.errors import Unprocessable
+
+
+def validate_address(value: str, field: str) -> str:
+    """Accept ``a@b.example`` or ``Name <a@b.example>``; return it normalised."""
+    if "\r" in value or "\n" in value:
+        raise Unprocessable(f"{field}: invalid address", code="invalid_address")
+    name, address = email.utils.parseaddr(value)
+    if not address:
+        raise Unprocessable(f"{field}: invalid address {value!r}", code="invalid_address")
+    try:
+        normalised = validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise Unprocessable(
+            f"{field}: invalid address {value!r}: {exc}", code="invalid_address"
+        ) from None
+    return email.utils.formataddr((name, normalised)) if name else normalised
+
+
+def validate_addresses(values: list[str], field: str) -> list[str]:
+    return [validate_address(v, f"{field}[{i}]") for i, v in enumerate(values)]

@@ -1,0 +1,122 @@
+-- name: insert_notification
+-- Store a rendered notification; nothing when the tenant's Idempotency-Key is taken.
+INSERT INTO notifications (id, tenant_id, template, locale, "to", cc, bcc, reply_to, "from",
+                           subject, html, text, tags, provider, idempotency_key,
+                           request_hash, send_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15, $16, $17)
+ON CONFLICT ((coalesce(tenant_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL
+DO NOTHING
+RETURNING id
+
+-- name: find_by_idempotency_key
+-- The notification an Idempotency-Key already produced for this tenant.
+SELECT id, request_hash FROM notifications
+ WHERE coalesce(tenant_id, '') = coalesce($1, '') AND idempotency_key = $2
+
+-- name: add_timeline
+-- Append a status event to a notification's timeline (provider events once each).
+INSERT INTO notification_events (notification_id, status, detail, provider_event_id, occurred_at)
+VALUES ($1, $2, $3, $4, coalesce($5, now()))
+ON CONFLICT (notification_id, provider_event_id) WHERE provider_event_id IS NOT NULL
+DO NOTHING
+RETURNING id
+
+-- name: get_notification
+-- One notification, without its bodies.
+SELECT id, tenant_id, template, locale, "to", cc, bcc, reply_to, "from", subject, provider,
+       provider_message_id, status, error, attempts, send_at, created_at, updated_at, sent_at
+  FROM notifications WHERE id = $1
+
+-- name: get_timeline
+-- A notification's status events, oldest first.
+SELECT status, detail, occurred_at FROM notification_events
+ WHERE notification_id = $1 ORDER BY occurred_at, id
+
+-- name: list_notifications
+-- Keyset page, newest first: ($5, $6) is the (created_at, id) of the previous page's last row.
+SELECT id, tenant_id, template, "to", subject, provider, provider_message_id, status, error,
+       attempts, created_at, updated_at, sent_at
+  FROM notifications
+ WHERE ($1::text IS NULL OR tenant_id = $1)
+   AND ($2::text IS NULL OR status = $2)
+   AND ($3::text IS NULL OR "to" @> ARRAY[$3::text])
+   AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6::uuid))
+ ORDER BY created_at DESC, id DESC
+ LIMIT $4
+
+-- name: claim_send
+-- Start a send attempt: what to send, and the attempt's number.
+UPDATE notifications
+   SET status = 'sending', attempts = attempts + 1, updated_at = now()
+ WHERE id = $1 AND status IN ('queued', 'sending', 'failed')
+RETURNING id, tenant_id, "to", cc, bcc, reply_to, "from", subject, html, text, tags::text AS tags,
+          provider, attempts
+
+-- name: mark_sent
+-- The provider accepted the message.
+UPDATE notifications
+   SET status = 'sent', provider_message_id = $2, sent_at = now(), error = NULL,
+       updated_at = now()
+ WHERE id = $1 AND status = 'sending'
+
+-- name: mark_unsent
+-- The attempt failed: back to queued (to retry) or failed for good.
+UPDATE notifications SET status = $2, error = $3, updated_at = now()
+ WHERE id = $1 AND status = 'sending'
+
+-- name: get_status
+-- Current status of one notification.
+SELECT status FROM notifications WHERE id = $1
+
+-- name: find_by_provider_message
+-- The notification a provider's message id belongs to.
+SELECT id, status FROM notifications WHERE provider = $1 AND provider_message_id = $2
+
+-- name: advance_status
+-- Move a notification forward (never back) after a provider event.
+UPDATE notifications SET status = $2, error = coalesce($3, error), updated_at = now()
+ WHERE id = $1
+
+-- name: upsert_credential
+-- Store (or replace) a tenant's encrypted provider credential.
+INSERT INTO provider_credentials (tenant_id, provider, key_id, nonce, ciphertext, from_email,
+                                  last4)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (tenant_id, provider) DO UPDATE
+   SET key_id = excluded.key_id, nonce = excluded.nonce, ciphertext = excluded.ciphertext,
+       from_email = excluded.from_email, last4 = excluded.last4, updated_at = now()
+RETURNING tenant_id, provider, from_email, last4, created_at, updated_at
+
+-- name: get_credential_public
+-- What may be shown of a credential: never the key.
+SELECT tenant_id, provider, from_email, last4, created_at, updated_at
+  FROM provider_credentials WHERE tenant_id = $1 AND provider = $2
+
+-- name: get_credential_sealed
+-- A credential with its ciphertext, for sending.
+SELECT provider, key_id, nonce, ciphertext, from_email
+  FROM provider_credentials WHERE tenant_id = $1 AND provider = $2
+
+-- name: tenant_credential
+-- The tenant's credential for provider $2, or (when $2 is NULL) its most recently updated one.
+SELECT provider, from_email FROM provider_credentials
+ WHERE tenant_id = $1 AND ($2::text IS NULL OR provider = $2)
+ ORDER BY updated_at DESC LIMIT 1
+
+-- name: delete_credential
+-- Remove a tenant's credential.
+DELETE FROM provider_credentials WHERE tenant_id = $1 AND provider = $2 RETURNING provider
+
+-- name: credentials_to_rotate
+-- Credentials sealed with another key than the current one.
+SELECT tenant_id, provider, key_id, nonce, ciphertext FROM provider_credentials
+ WHERE key_id <> $1 FOR UPDATE
+
+-- name: reseal_credential
+-- Replace a credential's ciphertext after rotation (updated_at is the tenant's, not ours).
+UPDATE provider_credentials SET key_id = $3, nonce = $4, ciphertext = $5
+ WHERE tenant_id = $1 AND provider = $2
+
+-- name: lock_notification
+-- Serialise provider events for one notification; returns its status.
+SELECT status FROM notifications WHERE id = $1 FOR UPDATE

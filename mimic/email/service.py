@@ -1,0 +1,278 @@
+"""Sending email: accept a request (API side) and send a stored notification (worker side)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from mimic.core import metrics
+from mimic.core.crypto import DecryptionFailed
+from mimic.core.deps import Deps
+from mimic.core.errors import BadRequest, Conflict, Unprocessable
+from mimic.core.jobs import Backoff, RetryableError
+from mimic.core.settings import EmailProvider, Secret, Settings
+from mimic.email import repository, status
+from mimic.email.addresses import validate_address, validate_addresses
+from mimic.email.credentials import Credential, load_credential, tenant_sender
+from mimic.email.providers import (
+    OutgoingEmail,
+    PermanentSendError,
+    RetryableSendError,
+    Sent,
+    SmtpConfig,
+)
+from mimic.email.providers.postmark import find_postmark_message, send_postmark
+from mimic.email.providers.resend import send_resend
+from mimic.email.providers.smtp import send_smtp
+from mimic.email.rendering import Templates
+from mimic.email.schemas import Accepted, EmailRequest, Recipients
+
+logger = logging.getLogger(__name__)
+
+MAX_RECIPIENTS = 50
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class EmailFailed(Exception):
+    """A send failed for good; the job fails and is not retried automatically."""
+
+
+# --- API side -----------------------------------------------------------------------------
+
+
+def check_tenant(tenant_id: str) -> str:
+    if not _TENANT.match(tenant_id):
+        raise BadRequest(
+            "tenant_id must be 1-64 characters of letters, digits, '_', '.', '-'",
+            code="invalid_tenant",
+        )
+    return tenant_id
+
+
+def check_recipients(request: EmailRequest) -> Recipients:
+    to = [request.to] if isinstance(request.to, str) else request.to
+    if not to:
+        raise Unprocessable("to: at least one recipient is required", code="invalid_address")
+    total = len(to) + len(request.cc) + len(request.bcc)
+    if len(to) > MAX_RECIPIENTS or total > MAX_RECIPIENTS:
+        raise Unprocessable(
+            f"at most {MAX_RECIPIENTS} recipients (to, cc and bcc together)",
+            code="too_many_recipients",
+        )
+    return Recipients(
+        to=validate_addresses(to, "to"),
+        cc=validate_addresses(request.cc, "cc"),
+        bcc=validate_addresses(request.bcc, "bcc"),
+        reply_to=validate_address(request.reply_to, "reply_to") if request.reply_to else None,
+        sender=validate_address(request.sender, "from") if request.sender else None,
+    )
+
+
+def platform_has(settings: Settings, provider: EmailProvider) -> bool:
+    email = settings.email
+    return {
+        "dev": True,
+        "smtp": email.smtp_host is not None,
+        "resend": email.resend_api_key is not None,
+        "postmark": email.postmark_server_token is not None,
+    }[provider]
+
+
+async def choose_provider(deps: Deps, request: EmailRequest) -> tuple[EmailProvider, str | None]:
+    """Provider and tenant sender: explicit > tenant's latest credential > EMAIL_PROVIDER."""
+    if request.tenant_id is not None:
+        found = await tenant_sender(deps.db, request.tenant_id, request.provider)
+        if found is not None:
+            return found.provider, found.from_email
+    provider: EmailProvider = request.provider or deps.settings.email.provider
+    if not platform_has(deps.settings, provider):
+        raise Unprocessable(
+            f"provider {provider!r} has no credentials for this tenant or the platform",
+            code="provider_not_configured",
+        )
+    return provider, None
+
+
+async def replay(deps: Deps, request: EmailRequest, key: str) -> Accepted | None:
+    """The original answer for a reused Idempotency-Key; 409 if the body differs."""
+    earlier = await repository.by_idempotency_key(deps.db, request.tenant_id, key)
+    if earlier is None:
+        return None
+    if earlier.request_hash != request.fingerprint():
+        raise Conflict(
+            "this Idempotency-Key was already used with a different request body",
+            code="idempotency_key_reused",
+        )
+    return Accepted(id=earlier.id, status="queued")
+
+
+async def submit(
+    deps: Deps, templates: Templates, request: EmailRequest, idempotency_key: str | None
+) -> tuple[Accepted, bool]:
+    """Render, store and queue one email. Returns the answer and whether it is a replay."""
+    if request.tenant_id is not None:
+        check_tenant(request.tenant_id)
+    if idempotency_key is not None:
+        # Before rendering: a replay answers as the first time did, even if a template
+        # or credential has changed since.
+        earlier = await replay(deps, request, idempotency_key)
+        if earlier is not None:
+            return earlier, True
+    recipients = check_recipients(request)
+    rendered = templates.render(request.template, request.data, request.locale)
+    provider, tenant_from = await choose_provider(deps, request)
+    created = await status.create(
+        deps.db,
+        request=request,
+        recipients=recipients,
+        rendered=rendered,
+        sender=recipients.sender or tenant_from or deps.settings.email.sender,
+        provider=provider,
+        idempotency_key=idempotency_key,
+    )
+    if created is None:
+        # A concurrent request with the same key committed first.
+        assert idempotency_key is not None
+        earlier = await replay(deps, request, idempotency_key)
+        assert earlier is not None
+        return earlier, True
+    return Accepted(id=created, status="queued"), False
+
+
+# --- worker side --------------------------------------------------------------------------
+
+
+def _api_key(credential: Credential | None, platform: Secret | None, what: str) -> str:
+    """The tenant's key when it has one, else the platform's."""
+    if credential is not None and credential.api_key:
+        return credential.api_key
+    if platform is not None:
+        return platform.get()
+    raise PermanentSendError(f"no {what} for this tenant or the platform")
+
+
+async def dispatch(
+    deps: Deps, claimed: status.Claimed, message: OutgoingEmail, *, resumed: bool
+) -> Sent:
+    """Send through the notification's provider with the tenant's key, else the platform's."""
+    settings = deps.settings.email
+    timeout = settings.provider_timeout_seconds
+    provider = claimed.provider
+    credential = None
+    if claimed.tenant_id is not None and provider != "dev":
+        credential = await load_credential(deps.db, deps.keyring, claimed.tenant_id, provider)
+    if provider == "dev":
+        config = SmtpConfig(
+            host=settings.dev_smtp_host, port=settings.dev_smtp_port, security="none"
+        )
+        return await send_smtp(config, message, timeout=timeout)
+    if provider == "smtp":
+        if credential and credential.smtp:
+            config = credential.smtp
+        elif settings.smtp_host is not None:
+            config = SmtpConfig(
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+                username=settings.smtp_username,
+                password=settings.smtp_password.get() if settings.smtp_password else None,
+                security=settings.smtp_security,
+            )
+        else:
+            raise PermanentSendError("no SMTP server for this tenant or the platform")
+        return await send_smtp(config, message, timeout=timeout)
+    if provider == "resend":
+        key = _api_key(credential, settings.resend_api_key, "Resend API key")
+        return await send_resend(
+            deps.http,
+            base_url=settings.resend_api_url,
+            api_key=key,
+            message=message,
+            timeout=timeout,
+        )
+    token = _api_key(credential, settings.postmark_server_token, "Postmark server token")
+    if resumed:
+        # An earlier attempt may have reached Postmark (it died mid-call, timed out, or got
+        # a 5xx): Postmark may have sent it already, and has no idempotency key to ask.
+        earlier = await find_postmark_message(
+            deps.http,
+            base_url=settings.postmark_api_url,
+            token=token,
+            notification_id=message.notification_id,
+            timeout=timeout,
+        )
+        if earlier is not None:
+            logger.info("notification %s was already sent by Postmark", message.notification_id)
+            return Sent(earlier, "found the earlier send at Postmark; not sent again")
+    try:
+        return await send_postmark(
+            deps.http,
+            base_url=settings.postmark_api_url,
+            token=token,
+            message=message,
+            timeout=timeout,
+        )
+    except RetryableSendError as exc:
+        # It may have been sent: give Postmark's search time to see it before the retry.
+        raise RetryableSendError(
+            exc.reason,
+            retry_after=max(exc.retry_after or 0.0, settings.postmark_recheck_seconds),
+        ) from None
+
+
+async def send_notification(deps: Deps, notification_id: str) -> None:
+    nid = uuid.UUID(notification_id)
+    claimed = await status.claim(deps.db, nid)
+    if claimed is None:
+        current = await repository.status_of(deps.db, nid)
+        if current is None:
+            raise EmailFailed(f"notification {notification_id} does not exist")
+        logger.info("notification %s already %s; not sending again", notification_id, current)
+        return
+    message = OutgoingEmail(
+        notification_id=notification_id,
+        sender=claimed.sender,
+        to=claimed.to,
+        cc=claimed.cc,
+        bcc=claimed.bcc,
+        reply_to=claimed.reply_to,
+        subject=claimed.subject,
+        html=claimed.html,
+        text=claimed.text,
+        tags=claimed.tag_dict(),
+    )
+    provider = claimed.provider
+    settings = deps.settings.email
+    try:
+        sent = await dispatch(deps, claimed, message, resumed=claimed.attempts > 1)
+    except (PermanentSendError, DecryptionFailed) as exc:
+        reason = exc.reason if isinstance(exc, PermanentSendError) else exc.message
+        await _fail(deps, nid, provider, reason)
+        raise EmailFailed(reason) from None
+    except Exception as exc:
+        # RetryableSendError, or anything unexpected (its message may hold a key, so only
+        # the type is kept): retried within the attempt budget, never left in `sending`.
+        if isinstance(exc, RetryableSendError):
+            reason, retry_after = exc.reason, exc.retry_after
+        else:
+            reason, retry_after = f"unexpected error: {type(exc).__name__}", None
+        if claimed.attempts < settings.max_attempts:
+            await status.mark_unsent(deps.db, nid, retrying=True, reason=reason)
+            metrics.emails_finished.labels(provider, "retry").inc()
+            logger.warning("notification %s: %s; will retry", notification_id, reason)
+            backoff = Backoff(base=settings.backoff_base_seconds, cap=settings.backoff_max_seconds)
+            raise RetryableError(
+                reason, retry_after=backoff.delay(claimed.attempts - 1, retry_after)
+            ) from None
+        await _fail(deps, nid, provider, reason)
+        raise EmailFailed(reason) from None
+    detail = f"{provider} message {sent.message_id}" + (f"; {sent.note}" if sent.note else "")
+    await status.mark_sent(deps.db, nid, sent.message_id, detail)
+    metrics.emails_finished.labels(provider, "sent").inc()
+    logger.info("notification %s sent via %s", notification_id, provider)
+
+
+async def _fail(deps: Deps, notification_id: uuid.UUID, provider: str, reason: str) -> None:
+    await status.mark_unsent(deps.db, notification_id, retrying=False, reason=reason)
+    metrics.emails_finished.labels(provider, "failed").inc()
+    logger.error("notification %s failed: %s", notification_id, reason)

@@ -1,0 +1,175 @@
+"""A notification's lifecycle: the only module that writes ``notifications`` and its timeline.
+
+queued -> sending -> sent -> delivered, or -> bounced | complained | failed. A send attempt
+that fails goes back to queued (to retry) or to failed; provider events only move a status
+forward (``RANK``), never back.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import uuid
+
+import msgspec
+
+from mimic.core.db import Connection, Database, as_struct, load_queries
+from mimic.core.jobs import QUEUE_EMAIL, JobToDefer, defer_jobs
+from mimic.core.settings import EmailProvider
+from mimic.email.schemas import EmailRequest, NotificationStatus, Recipients, Rendered
+
+queries = load_queries("mimic.email")
+
+SEND_TASK = "mimic.tasks.send_email"
+
+#: How far along a status is; a provider event moves a notification only to a higher rank.
+RANK: dict[NotificationStatus, int] = {
+    "queued": 0,
+    "sending": 1,
+    "sent": 2,
+    "delivered": 3,
+    "bounced": 4,
+    "complained": 4,
+    "failed": 4,
+}
+FAILURES: tuple[NotificationStatus, ...] = ("bounced", "complained", "failed")
+
+
+class Claimed(msgspec.Struct, kw_only=True, frozen=True):
+    """A notification taken for one send attempt."""
+
+    id: uuid.UUID
+    tenant_id: str | None
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    reply_to: str | None
+    sender: str = msgspec.field(name="from")
+    subject: str
+    html: str
+    text: str
+    tags: str
+    provider: EmailProvider
+    attempts: int
+
+    def tag_dict(self) -> dict[str, str]:
+        return {str(k): str(v) for k, v in json.loads(self.tags).items()}
+
+
+async def create(
+    db: Database,
+    *,
+    request: EmailRequest,
+    recipients: Recipients,
+    rendered: Rendered,
+    sender: str,
+    provider: EmailProvider,
+    idempotency_key: str | None,
+) -> uuid.UUID | None:
+    """Store a queued notification and defer its send in one transaction.
+
+    None when the tenant's Idempotency-Key was taken meanwhile (a concurrent request).
+    """
+    notification_id = uuid.uuid4()
+    async with db.transaction() as conn:
+        inserted = await conn.fetchval(
+            queries["insert_notification"],
+            notification_id,
+            request.tenant_id,
+            request.template,
+            request.locale,
+            recipients.to,
+            recipients.cc,
+            recipients.bcc,
+            recipients.reply_to,
+            sender,
+            rendered.subject,
+            rendered.html,
+            rendered.text,
+            json.dumps(request.tags),
+            provider,
+            idempotency_key,
+            request.fingerprint(),
+            request.send_at,
+        )
+        if inserted is None:
+            return None
+        await _timeline(conn, notification_id, "queued", None)
+        await defer_jobs(
+            conn,
+            [
+                JobToDefer(
+                    task_name=SEND_TASK,
+                    queue=QUEUE_EMAIL,
+                    args={"notification_id": str(notification_id)},
+                    scheduled_at=request.send_at,
+                )
+            ],
+        )
+    return notification_id
+
+
+async def claim(db: Database, notification_id: uuid.UUID) -> Claimed | None:
+    """queued/sending/failed -> sending, counting the attempt; None if nothing to send."""
+    async with db.transaction() as conn:
+        row = await conn.fetchrow(queries["claim_send"], notification_id)
+        if row is None:
+            return None
+        claimed = as_struct(row, Claimed)
+        await _timeline(conn, notification_id, "sending", f"attempt {claimed.attempts}")
+    return claimed
+
+
+async def mark_sent(db: Database, notification_id: uuid.UUID, message_id: str, detail: str) -> None:
+    """sending -> sent (unless a provider event has moved it on already)."""
+    async with db.transaction() as conn:
+        changed = await conn.execute(queries["mark_sent"], notification_id, message_id)
+        if changed != "UPDATE 0":
+            await _timeline(conn, notification_id, "sent", detail)
+
+
+async def mark_unsent(
+    db: Database, notification_id: uuid.UUID, *, retrying: bool, reason: str
+) -> None:
+    """sending -> queued (to retry) or failed, with the reason."""
+    new_status: NotificationStatus = "queued" if retrying else "failed"
+    async with db.transaction() as conn:
+        changed = await conn.execute(queries["mark_unsent"], notification_id, new_status, reason)
+        if changed != "UPDATE 0":
+            entry = "retrying" if retrying else "failed"
+            await _timeline(conn, notification_id, entry, reason)
+
+
+async def apply_provider_event(
+    db: Database,
+    notification_id: uuid.UUID,
+    *,
+    status: NotificationStatus | str,
+    moves: bool,
+    detail: str,
+    provider_event_id: str,
+    occurred_at: datetime.datetime | None,
+) -> None:
+    """Record a provider's event once; move the status forward if the event says so."""
+    async with db.transaction() as conn:
+        current = await conn.fetchval(queries["lock_notification"], notification_id)
+        added = await conn.fetchval(
+            queries["add_timeline"],
+            notification_id,
+            status,
+            detail,
+            provider_event_id,
+            occurred_at,
+        )
+        if added is None or not moves or status not in RANK:
+            return
+        new: NotificationStatus = status
+        if RANK[new] > RANK.get(current, 0):
+            error = detail if new in FAILURES else None
+            await conn.execute(queries["advance_status"], notification_id, new, error)
+
+
+async def _timeline(
+    conn: Connection, notification_id: uuid.UUID, status: str, detail: str | None
+) -> None:
+    await conn.execute(queries["add_timeline"], notification_id, status, detail, None, None)

@@ -1,0 +1,122 @@
+"""Provider delivery events (Resend and Postmark webhooks) -> notification status and timeline.
+
+Events arrive through the gateway (stored, deduplicated by ``events``) and are applied by
+``mimic.tasks.handle_email_delivery_event``. A status only moves forward.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import msgspec
+
+from mimic.core.deps import Deps
+from mimic.email import repository, status
+from mimic.events.routing import Rule
+from mimic.events.schemas import DeliveryContext, Outcome, Route
+
+EVENT_TASK = "mimic.tasks.handle_email_delivery_event"
+TARGET = "mimic"
+#: Attempts to find the notification an event is about before ignoring the event.
+UNKNOWN_EMAIL_ATTEMPTS = 3
+
+#: event type -> (timeline status, whether it moves the notification's status)
+RESEND_EVENTS: dict[str, tuple[str, bool]] = {
+    "email.sent": ("sent", True),
+    "email.delivered": ("delivered", True),
+    "email.delivery_delayed": ("delivery_delayed", False),
+    "email.bounced": ("bounced", True),
+    "email.complained": ("complained", True),
+    "email.failed": ("failed", True),
+    "email.opened": ("opened", False),
+    "email.clicked": ("clicked", False),
+}
+POSTMARK_EVENTS: dict[str, tuple[str, bool]] = {
+    "Delivery": ("delivered", True),
+    "Bounce": ("bounced", True),
+    "SpamComplaint": ("complained", True),
+    "Open": ("opened", False),
+    "Click": ("clicked", False),
+}
+_EVENTS = {"resend": RESEND_EVENTS, "postmark": POSTMARK_EVENTS}
+
+
+class EmailEvent(msgspec.Struct, kw_only=True, frozen=True):
+    message_id: str
+    status: str
+    moves: bool
+    detail: str
+    occurred_at: datetime.datetime | None
+
+
+#: Every provider event type Mimic tracks goes to one task, which applies it.
+RULES = [
+    Rule(provider, event_type, Route(target_service=TARGET, task_name=EVENT_TASK))
+    for provider, events in _EVENTS.items()
+    for event_type in events
+]
+
+
+def _timestamp(value: Any) -> datetime.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def parse(provider: str, event_type: str, payload: dict[str, Any]) -> EmailEvent | None:
+    mapped = _EVENTS[provider].get(event_type)
+    if mapped is None:
+        return None
+    status, moves = mapped
+    if provider == "resend":
+        data = _dict(payload.get("data"))
+        message_id = data.get("email_id")
+        bounce = _dict(data.get("bounce"))
+        reason = bounce.get("message")
+        occurred = _timestamp(payload.get("created_at"))
+    else:
+        message_id = payload.get("MessageID")
+        reason = payload.get("Description") or payload.get("Details")
+        occurred = _timestamp(
+            payload.get("DeliveredAt") or payload.get("BouncedAt") or payload.get("ReceivedAt")
+        )
+    if not isinstance(message_id, str) or not message_id:
+        return None
+    detail = f"{event_type}: {reason}" if isinstance(reason, str) and reason else event_type
+    return EmailEvent(
+        message_id=message_id, status=status, moves=moves, detail=detail, occurred_at=occurred
+    )
+
+
+async def apply_email_event(context: DeliveryContext, deps: Deps) -> Outcome:
+    event = parse(context.provider, context.event_type, context.payload)
+    if event is None:
+        return Outcome(kind="success", result={"ignored": context.event_type})
+    found = await repository.by_provider_message(deps.db, context.provider, event.message_id)
+    if found is None:
+        missing = f"no notification has {context.provider} id {event.message_id}"
+        if context.attempt >= UNKNOWN_EMAIL_ATTEMPTS:
+            # Not one of ours (a shared provider account), or never recorded: stop asking.
+            return Outcome(kind="success", result={"ignored": missing})
+        # The send may not have recorded the provider's id yet: retry a little.
+        return Outcome(kind="retry", error=missing)
+    await status.apply_provider_event(
+        deps.db,
+        found.id,
+        status=event.status,
+        moves=event.moves,
+        detail=event.detail,
+        provider_event_id=context.event_id,
+        occurred_at=event.occurred_at,
+    )
+    return Outcome(
+        kind="success", result={"notification_id": str(found.id), "status": event.status}
+    )

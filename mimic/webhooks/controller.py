@@ -1,0 +1,278 @@
+"""Webhook endpoints: size limit -> verify -> parse -> one transaction -> 200."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, post
+from litestar.di import NamedDependency
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.openapi.datastructures import ResponseSpec
+
+from mimic.core import metrics
+from mimic.core.deps import Deps
+from mimic.core.errors import BadRequest, ErrorBody, NotConfigured, PayloadTooLarge, Unauthorized
+from mimic.core.settings import Secret
+from mimic.events.ingest import ingest
+from mimic.events.routing import RoutingTable
+from mimic.events.schemas import IncomingEvent, WebhookAccepted
+from mimic.webhooks.verify import verify_basic_auth, verify_stripe, verify_svix
+
+logger = logging.getLogger(__name__)
+
+BASE_PATH = "/api/v1/gateway/webhooks"
+
+
+class StripeEventIn(msgspec.Struct, kw_only=True):
+    """The fields Mimic needs from a Stripe event; everything else is kept in the payload."""
+
+    id: str
+    type: str
+
+
+class StripeTestEventIn(msgspec.Struct, kw_only=True):
+    """The seed's unsigned example: ``id`` is optional."""
+
+    type: str
+    id: str | None = None
+
+
+class ResendEventIn(msgspec.Struct, kw_only=True):
+    type: str
+
+
+class PostmarkEventIn(msgspec.Struct, kw_only=True):
+    RecordType: str
+    MessageID: str
+
+
+ERRORS = {
+    400: ResponseSpec(ErrorBody, description="Rejected: bad signature, header or JSON"),
+    413: ResponseSpec(ErrorBody, description="Body over WEBHOOK_MAX_BODY_BYTES"),
+    503: ResponseSpec(ErrorBody, description="Not stored; the provider should retry"),
+}
+
+
+@contextlib.contextmanager
+def counted_rejections(provider: str) -> Iterator[None]:
+    """Log and count every 4xx rejection; nothing has been stored when one is raised."""
+    try:
+        yield
+    except (BadRequest, Unauthorized, PayloadTooLarge) as exc:
+        metrics.webhooks_rejected.labels(provider, exc.code).inc()
+        logger.warning("rejected %s webhook: %s (%s)", provider, exc.code, exc.message)
+        raise
+
+
+async def read_body(request: Request[Any, Any, Any]) -> bytes:
+    try:
+        return await request.body()
+    except RequestEntityTooLarge:
+        raise PayloadTooLarge() from None
+
+
+def decode_event(body: bytes, schema: type[Any]) -> Any:
+    try:
+        return msgspec.json.decode(body, type=schema)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"not a valid event: {exc}", code="invalid_event") from None
+    except msgspec.DecodeError:
+        raise BadRequest("body is not valid JSON", code="invalid_json") from None
+
+
+def require_secret(secret: Secret | None, name: str) -> str:
+    if secret is None:
+        raise NotConfigured(f"{name} is not configured")
+    return secret.get()
+
+
+def postmark_event_id(payload: dict[str, Any]) -> str:
+    """Postmark sends no event id: this one is stable across its retries of one event."""
+    record = str(payload.get("RecordType", ""))
+    when = (
+        payload.get("ID")
+        or payload.get("DeliveredAt")
+        or payload.get("BouncedAt")
+        or payload.get("ReceivedAt")
+        or payload.get("ChangedAt")
+        or ""
+    )
+    return f"{record}:{payload.get('MessageID', '')}:{payload.get('Recipient', '')}:{when}"
+
+
+async def accept(deps: Deps, routing: RoutingTable, event: IncomingEvent) -> WebhookAccepted:
+    started = time.perf_counter()
+    routes = routing.routes_for(event.provider, event.event_type)
+    with counted_rejections(event.provider):
+        accepted = await ingest(deps.db, event, routes)
+    metrics.webhooks_received.labels(event.provider, str(accepted.duplicate).lower()).inc()
+    metrics.webhook_latency.labels(event.provider).observe(time.perf_counter() - started)
+    return accepted
+
+
+class WebhookController(Controller):
+    path = BASE_PATH
+    tags = ["webhooks"]
+
+    @post(
+        "/stripe",
+        status_code=200,
+        summary="Receive a signed Stripe webhook",
+        description=(
+            "Verifies `Stripe-Signature` (any matching v1, ±STRIPE_TOLERANCE_SECONDS), stores "
+            "the event and its raw body, and enqueues one job per route in the same "
+            "transaction. 200 means committed; a duplicate event id answers "
+            '`{"duplicate": true}` and creates nothing.'
+        ),
+        responses=ERRORS,
+    )
+    async def stripe_webhook(
+        self,
+        request: Request[Any, Any, Any],
+        deps: NamedDependency[Deps],
+        routing: NamedDependency[RoutingTable],
+    ) -> WebhookAccepted:
+        settings = deps.settings.webhooks
+        with counted_rejections("stripe"):
+            body = await read_body(request)
+            header = request.headers.get("stripe-signature")
+            verify_stripe(
+                secret=require_secret(settings.stripe_secret, "STRIPE_WEBHOOK_SECRET"),
+                header=header,
+                body=body,
+                now=time.time(),
+                tolerance=settings.stripe_tolerance_seconds,
+            )
+            event = decode_event(body, StripeEventIn)
+        incoming = IncomingEvent(
+            provider="stripe",
+            event_id=event.id,
+            event_type=event.type,
+            raw_body=body,
+            payload_json=body.decode(),
+            signature=header,
+        )
+        return await accept(deps, routing, incoming)
+
+    @post(
+        "/resend",
+        status_code=200,
+        summary="Receive a signed Resend (Svix) webhook",
+        description=(
+            "Verifies the `svix-*` headers (±5 minutes), stores the event keyed by `svix-id` "
+            "and queues `mimic.tasks.handle_email_delivery_event` for `email.*` events, which "
+            "moves the matching notification's status and timeline. Same answers as Stripe's."
+        ),
+        responses=ERRORS,
+    )
+    async def resend_webhook(
+        self,
+        request: Request[Any, Any, Any],
+        deps: NamedDependency[Deps],
+        routing: NamedDependency[RoutingTable],
+    ) -> WebhookAccepted:
+        with counted_rejections("resend"):
+            body = await read_body(request)
+            msg_id = verify_svix(
+                secret=require_secret(
+                    deps.settings.webhooks.resend_secret, "RESEND_WEBHOOK_SECRET"
+                ),
+                headers=request.headers,
+                body=body,
+                now=time.time(),
+            )
+            event = decode_event(body, ResendEventIn)
+        incoming = IncomingEvent(
+            provider="resend",
+            event_id=msg_id,
+            event_type=event.type,
+            raw_body=body,
+            payload_json=body.decode(),
+            signature=request.headers.get("svix-signature"),
+        )
+        return await accept(deps, routing, incoming)
+
+    @post(
+        "/postmark",
+        status_code=200,
+        summary="Receive a Postmark webhook (HTTP Basic credentials in the webhook URL)",
+        description=(
+            "Postmark does not sign webhooks: configure the URL as "
+            "`https://postmark:<POSTMARK_WEBHOOK_SECRET>@<host>/api/v1/gateway/webhooks/postmark`. "
+            "Delivery, Bounce, SpamComplaint, Open and Click events update the matching "
+            "notification. Wrong or missing credentials: 401, nothing stored."
+        ),
+        responses={
+            **ERRORS,
+            401: ResponseSpec(ErrorBody, description="Missing or wrong credentials"),
+        },
+    )
+    async def postmark_webhook(
+        self,
+        request: Request[Any, Any, Any],
+        deps: NamedDependency[Deps],
+        routing: NamedDependency[RoutingTable],
+    ) -> WebhookAccepted:
+        with counted_rejections("postmark"):
+            verify_basic_auth(
+                secret=require_secret(
+                    deps.settings.webhooks.postmark_secret, "POSTMARK_WEBHOOK_SECRET"
+                ),
+                header=request.headers.get("authorization"),
+            )
+            body = await read_body(request)
+            event = decode_event(body, PostmarkEventIn)
+            payload = msgspec.json.decode(body)
+        incoming = IncomingEvent(
+            provider="postmark",
+            event_id=postmark_event_id(payload),
+            event_type=event.RecordType,
+            raw_body=body,
+            payload_json=body.decode(),
+            signature=None,
+        )
+        return await accept(deps, routing, incoming)
+
+
+class StripeTestController(Controller):
+    """Dev only: the app adds this controller only when MIMIC_ENV=dev (404 elsewhere)."""
+
+    path = BASE_PATH
+    tags = ["webhooks"]
+
+    @post(
+        "/stripe/test",
+        status_code=200,
+        summary="Dev only: an unsigned Stripe event through the same pipeline",
+        description="Exists only when MIMIC_ENV=dev (404 elsewhere). `id` defaults to evt_test_….",
+        responses=ERRORS,
+    )
+    async def stripe_test_webhook(
+        self,
+        request: Request[Any, Any, Any],
+        deps: NamedDependency[Deps],
+        routing: NamedDependency[RoutingTable],
+    ) -> WebhookAccepted:
+        with counted_rejections("stripe"):
+            body = await read_body(request)
+            event = decode_event(body, StripeTestEventIn)
+            payload = msgspec.json.decode(body)
+            if not isinstance(payload, dict):
+                raise BadRequest("event must be a JSON object", code="invalid_event")
+        event_id = event.id or f"evt_test_{uuid.uuid4().hex[:24]}"
+        payload["id"] = event_id
+        incoming = IncomingEvent(
+            provider="stripe",
+            event_id=event_id,
+            event_type=event.type,
+            raw_body=body,
+            payload_json=msgspec.json.encode(payload).decode(),
+            signature=None,
+        )
+        return await accept(deps, routing, incoming)
