@@ -10,7 +10,6 @@ called again, whatever retried the job.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -75,25 +74,14 @@ def http_delivery(build: BuildRequest) -> Perform:
 
 async def run_delivery(deps: Deps, delivery_id: str, perform: Perform) -> None:
     did = uuid.UUID(delivery_id)
-    claimed = await repository.claim_delivery(deps.db, did)
-    if claimed is None:
+    context = await repository.claim_delivery(deps.db, did)
+    if context is None:
         current = await repository.delivery_status(deps.db, did)
         if current is None:
             raise DeliveryFailed(f"delivery {delivery_id} does not exist")
         logger.info("delivery %s already %s; nothing to do", delivery_id, current)
         return
-    target = claimed.target_service
-    context = DeliveryContext(
-        delivery_id=did,
-        attempt=claimed.attempt_count,
-        task_name=claimed.task_name,
-        target_service=target,
-        event_uuid=claimed.event_uuid,
-        provider=claimed.provider,
-        event_id=claimed.event_id,
-        event_type=claimed.event_type,
-        payload=json.loads(claimed.payload),
-    )
+    target = context.target_service
     outcome = await perform(context, deps)
     settings = deps.settings.delivery
     exhausted = context.attempt >= settings.max_attempts

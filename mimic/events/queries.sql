@@ -23,8 +23,8 @@ UPDATE webhook_deliveries d
    SET status = 'dispatched', attempt_count = attempt_count + 1, updated_at = now()
   FROM webhook_events e
  WHERE d.id = $1 AND e.id = d.event_id AND d.status IN ('pending', 'dispatched', 'failed')
-RETURNING d.attempt_count, d.task_name, d.target_service, e.id AS event_uuid, e.provider, e.event_id,
-          e.event_type, e.payload::text AS payload
+RETURNING d.attempt_count AS attempt, d.task_name, d.target_service, e.id AS event_uuid,
+          e.provider, e.event_id, e.event_type, e.payload::text AS payload
 
 -- name: get_delivery_status
 -- Status of one delivery.

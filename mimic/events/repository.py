@@ -7,23 +7,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
-
 from mimic.core.db import Connection, Database, as_struct, load_queries
-from mimic.events.schemas import DeliveryStatus, IncomingEvent, Route
+from mimic.events.schemas import DeliveryContext, DeliveryStatus, IncomingEvent, Route
 
 queries = load_queries("mimic.events")
-
-
-class ClaimedDelivery(msgspec.Struct, kw_only=True, frozen=True):
-    attempt_count: int
-    task_name: str
-    target_service: str
-    event_uuid: uuid.UUID
-    provider: str
-    event_id: str
-    event_type: str
-    payload: str
 
 
 async def insert_event(
@@ -66,10 +53,15 @@ async def insert_deliveries(
     )
 
 
-async def claim_delivery(db: Database, delivery_id: uuid.UUID) -> ClaimedDelivery | None:
+async def claim_delivery(db: Database, delivery_id: uuid.UUID) -> DeliveryContext | None:
     """Count an attempt before the call; None when the delivery is final or unknown."""
     row = await db.fetchrow(queries["start_delivery"], delivery_id)
-    return as_struct(row, ClaimedDelivery) if row is not None else None
+    if row is None:
+        return None
+    return as_struct(
+        {**dict(row), "delivery_id": delivery_id, "payload": json.loads(row["payload"])},
+        DeliveryContext,
+    )
 
 
 async def delivery_status(db: Database, delivery_id: uuid.UUID) -> DeliveryStatus | None:

@@ -9,7 +9,7 @@ import httpx
 import psycopg
 import pytest
 
-from .procs import free_port, start_mimic, stop, wait_http_ok
+from tests.procs import free_port, start_mimic, stop, wait_http_ok
 
 pytestmark = pytest.mark.slow
 

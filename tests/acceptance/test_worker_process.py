@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 
 from mimic.app import create_app
-
-from ..conftest import (
+from tests.fakes import FakeHTTPServer, Reply
+from tests.helpers import (
     TEST_SECRETS,
     client_for,
     make_settings,
@@ -20,8 +20,7 @@ from ..conftest import (
     stripe_headers,
     wait_for,
 )
-from ..fakes import FakeHTTPServer, Reply
-from .procs import kill, start_mimic, stop
+from tests.procs import kill, start_mimic, stop
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,7 @@ from prometheus_client import REGISTRY
 
 from mimic.app import create_app
 from mimic.core.settings import Settings
-
-from ..conftest import (
+from tests.helpers import (
     TEST_SECRETS,
     client_for,
     live_api,
@@ -241,7 +240,7 @@ async def test_body_at_the_limit_is_accepted(database_url: str) -> None:
 
 @pytest.mark.parametrize("wrong", ["port", "database"])
 async def test_database_down_is_503_never_200(server_url: str, wrong: str) -> None:
-    from ..conftest import with_database
+    from tests.helpers import with_database
 
     url = (
         "postgresql://postgres@127.0.0.1:1/none"

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from mimic.core.logs import RedactSecrets, settings_secrets
-from mimic.core.settings import ConfigError, Secret, Settings
-
-from ..conftest import TEST_SECRETS
+from mimic.core.settings import GROUPS, ConfigError, InkpassSettings, Secret, Settings
+from tests.helpers import TEST_SECRETS
 
 
 def test_defaults_are_dev_with_embedded_database() -> None:
@@ -124,3 +124,23 @@ def test_dev_gets_a_documented_api_key_production_does_not() -> None:
     assert Settings.from_env({}).accepted_api_keys == (Secret("mimic-dev-key"),)
     with pytest.raises(ConfigError, match="MIMIC_SERVICE_API_KEY"):
         Settings.from_env({"MIMIC_ENV": "production"})
+
+
+def test_every_setting_has_one_variable_and_one_default() -> None:
+    names: list[str] = []
+    for group in GROUPS.values():
+        fields = {f.name for f in msgspec.structs.fields(group)}
+        env = group.ENV  # type: ignore[attr-defined]
+        assert set(env) == fields, f"{group.__name__}: fields without a variable or the reverse"
+        names += [name for name, _ in env.values()]
+    assert len(names) == len(set(names)), "a variable is read by two settings"
+    # Defaults live on the fields: an empty environment is the all-default settings.
+    assert msgspec.structs.replace(Settings.from_env({}), inkpass=InkpassSettings()) == Settings()
+
+
+def test_email_and_delivery_retries_are_set_apart() -> None:
+    settings = Settings.from_env(
+        {"DELIVERY_BACKOFF_BASE_SECONDS": "0.5", "EMAIL_BACKOFF_BASE_SECONDS": "7"}
+    )
+    assert settings.delivery.backoff_base_seconds == 0.5
+    assert settings.email.backoff_base_seconds == 7.0

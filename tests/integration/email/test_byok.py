@@ -17,8 +17,8 @@ from litestar.testing import AsyncTestClient
 
 from mimic.app import create_app
 from mimic.core.settings import Settings
-
-from ..conftest import (
+from tests.fakes import FakeHTTPServer, SmtpSink, resend_responder
+from tests.helpers import (
     TEST_SECRETS,
     client_for,
     make_settings,
@@ -26,7 +26,6 @@ from ..conftest import (
     wait_for,
     wait_for_value,
 )
-from ..fakes import FakeHTTPServer, SmtpSink, resend_responder
 
 AUTH = {"X-API-Key": TEST_SECRETS["MIMIC_SERVICE_API_KEY"]}
 ACME_KEY = "re_acme_secret_key_AAAA1111"
@@ -370,7 +369,7 @@ async def test_tenant_smtp_credential_logs_in_to_the_tenants_server(
 async def test_tenant_postmark_token_is_used(
     client: AsyncTestClient[Litestar], database_url: str, db: asyncpg.Connection
 ) -> None:
-    from ..fakes import postmark_responder
+    from tests.fakes import postmark_responder
 
     token = "pm-tenant-token-DDDD4444"
     with FakeHTTPServer(postmark_responder()) as postmark:

@@ -17,8 +17,7 @@ from litestar.testing import AsyncTestClient
 from svix.webhooks import Webhook
 
 from mimic.core.settings import Settings
-
-from ..conftest import TEST_SECRETS, running_worker, table_counts, wait_for, wait_for_value
+from tests.helpers import TEST_SECRETS, running_worker, table_counts, wait_for, wait_for_value
 
 URL = "/api/v1/gateway/webhooks/resend"
 SECRET = TEST_SECRETS["RESEND_WEBHOOK_SECRET"]
@@ -186,9 +185,8 @@ async def test_send_then_provider_webhook_end_to_end(
     database_url: str, db: asyncpg.Connection
 ) -> None:
     from mimic.app import create_app
-
-    from ..conftest import client_for, make_settings
-    from ..fakes import FakeHTTPServer, resend_responder
+    from tests.fakes import FakeHTTPServer, resend_responder
+    from tests.helpers import client_for, make_settings
 
     with FakeHTTPServer(resend_responder()) as resend:
         settings = make_settings(

@@ -13,8 +13,8 @@ from litestar.testing import AsyncTestClient
 
 from mimic.app import create_app
 from mimic.core.settings import Settings
-
-from ..conftest import (
+from tests.fakes import FakeHTTPServer, Reply, SmtpSink, postmark_responder, resend_responder
+from tests.helpers import (
     TEST_SECRETS,
     client_for,
     make_settings,
@@ -22,7 +22,6 @@ from ..conftest import (
     wait_for,
     wait_for_value,
 )
-from ..fakes import FakeHTTPServer, Reply, SmtpSink, postmark_responder, resend_responder
 
 AUTH = {"X-API-Key": TEST_SECRETS["MIMIC_SERVICE_API_KEY"]}
 RESEND_KEY = "re_platform_key_0123456789"
@@ -291,7 +290,7 @@ async def test_smtp_provider_and_refused_recipient(
 async def test_smtp_server_down_is_retried_then_failed(
     database_url: str, db: asyncpg.Connection
 ) -> None:
-    from ..acceptance.procs import free_port
+    from tests.procs import free_port
 
     settings = make_settings(
         database_url,

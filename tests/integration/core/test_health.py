@@ -6,8 +6,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from mimic.app import create_app
-
-from ..conftest import client_for, make_settings
+from tests.helpers import client_for, make_settings
 
 
 async def test_healthz_and_readyz_on_a_current_schema(client: AsyncTestClient[Litestar]) -> None:

@@ -16,8 +16,8 @@ from litestar.testing import AsyncTestClient
 
 from mimic.app import create_app
 from mimic.core.settings import Settings
-
-from ..conftest import (
+from tests.fakes import SmtpSink
+from tests.helpers import (
     TEST_SECRETS,
     client_for,
     live_api,
@@ -25,7 +25,6 @@ from ..conftest import (
     running_worker,
     wait_for_value,
 )
-from ..fakes import SmtpSink
 
 AUTH = {"X-API-Key": TEST_SECRETS["MIMIC_SERVICE_API_KEY"]}
 WELCOME = {

@@ -14,8 +14,7 @@ from mimic.core.db import Connection
 from mimic.core.jobs import QUEUE_MAINTENANCE, JobToDefer, defer_jobs, deps_of, queries
 from mimic.core.settings import Settings
 from mimic.worker import build_app
-
-from ..conftest import running_worker, wait_for
+from tests.helpers import running_worker, wait_for
 
 PROBE_TASK = "tests.record_probe"
 

@@ -9,7 +9,7 @@ import pytest
 
 from mimic.core.db import load_queries, parse_queries
 
-PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "mimic"
+PACKAGE = pathlib.Path(__file__).resolve().parents[3] / "mimic"
 FEATURES = sorted(p.parent.name for p in PACKAGE.glob("*/queries.sql"))
 assert FEATURES == ["core", "email", "events"]
 

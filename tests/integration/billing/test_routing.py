@@ -20,8 +20,8 @@ from mimic.core.deps import open_deps
 from mimic.core.jobs import QUEUE_WEBHOOKS, JobToDefer, defer_jobs
 from mimic.core.settings import Settings
 from mimic.events.delivery import http_delivery, run_delivery
-
-from ..conftest import (
+from tests.fakes import FakeHTTPServer, Reply
+from tests.helpers import (
     TEST_SECRETS,
     client_for,
     make_settings,
@@ -30,7 +30,6 @@ from ..conftest import (
     stripe_headers,
     wait_for_value,
 )
-from ..fakes import FakeHTTPServer, Reply
 
 URL = "/api/v1/gateway/webhooks/stripe"
 

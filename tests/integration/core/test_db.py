@@ -1,0 +1,89 @@
+"""The one driver-error boundary: what each asyncpg failure becomes, and what it leaves alone."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from mimic.core.db import Database, InvalidInput, create_pool
+from mimic.core.errors import Conflict, DatabaseError, DatabaseUnavailable
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    pool = await create_pool(database_url, max_size=2)
+    yield Database(pool)
+    await pool.close()
+
+
+async def test_a_value_postgres_refuses_is_invalid_input(database: Database) -> None:
+    with pytest.raises(InvalidInput) as info:
+        await database.fetchval("SELECT $1::text::int", "not a number")
+    assert info.value.status_code == 400
+    with pytest.raises(InvalidInput):
+        await database.fetchval("SELECT $1::jsonb", '{"a": "\\u0000"}')
+
+
+async def test_a_unique_violation_is_a_conflict(database: Database) -> None:
+    await database.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    await database.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(Conflict) as info:
+        async with database.transaction() as conn:
+            await conn.execute("INSERT INTO t VALUES (1)")
+    assert info.value.status_code == 409
+
+
+async def test_any_other_refusal_is_a_generic_database_error(database: Database) -> None:
+    with pytest.raises(DatabaseError) as info:
+        await database.fetch("SELECT * FROM no_such_table")
+    assert info.value.status_code == 500
+    assert "no_such_table" not in info.value.message  # the server's words stay in the log
+
+
+async def test_an_unreachable_database_is_unavailable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    pool = await create_pool(f"postgresql://x@127.0.0.1:{port}/none", max_size=1)
+    try:
+        with pytest.raises(DatabaseUnavailable) as info:
+            await Database(pool).fetchval("SELECT 1")
+        assert info.value.status_code == 503
+    finally:
+        await pool.close()
+
+
+async def test_the_callers_own_errors_pass_through_and_roll_back(database: Database) -> None:
+    await database.execute("CREATE TABLE t (id int)")
+
+    async def times_out() -> None:
+        async with database.transaction() as conn:
+            await conn.execute("INSERT INTO t VALUES (1)")
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(1)
+
+    async def raises_its_own() -> None:
+        async with database.transaction() as conn:
+            await conn.execute("INSERT INTO t VALUES (2)")
+            raise KeyError("mine")
+
+    # A TimeoutError of the caller's own making is not a database outage.
+    with pytest.raises(TimeoutError):
+        await times_out()
+    with pytest.raises(KeyError):
+        await raises_its_own()
+    assert await database.fetchval("SELECT count(*) FROM t") == 0
+
+
+async def test_no_asyncpg_exception_escapes(database: Database) -> None:
+    for query in ("SELECT 1/0", "SELEC 1", "SELECT $1::int"):
+        try:
+            await database.fetchval(query, *(["x"] if "$1" in query else []))
+        except asyncpg.PostgresError as exc:  # pragma: no cover - the failure being tested
+            pytest.fail(f"{query!r} leaked {type(exc).__name__}")
+        except (InvalidInput, DatabaseError):
+            pass
