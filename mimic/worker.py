@@ -6,26 +6,32 @@ built on first attribute access (PEP 562), so importing this module reads no env
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import signal
+import socket
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import procrastinate
+import psycopg
+import psycopg_pool
+import uvicorn
 
-from mimic.billing.tasks import blueprint as billing_tasks
+from mimic.billing import tasks as billing_tasks
 from mimic.core.deps import Deps, open_deps
-from mimic.core.jobs import QUEUE_MAINTENANCE, deps_of, queries
+from mimic.core.health import WorkerState, worker_health_app
+from mimic.core.jobs import QUEUE_MAINTENANCE, Backoff, deps_of, queries
 from mimic.core.settings import Settings
-from mimic.email.tasks import blueprint as email_tasks
+from mimic.email import tasks as email_tasks
 
 logger = logging.getLogger(__name__)
 
 SWEEP_TASK = "mimic.tasks.retry_stalled_jobs"
 
-maintenance = procrastinate.Blueprint()
 
-
-@maintenance.task(name=SWEEP_TASK, queue=QUEUE_MAINTENANCE, pass_context=True)
 async def retry_stalled_jobs(context: procrastinate.JobContext, timestamp: int) -> int:
     """Put the jobs of dead workers (stale heartbeat) back in the queue."""
     deps: Deps = deps_of(context)
@@ -48,8 +54,14 @@ def sweep_cron(seconds: int) -> str:
     return "* * * * *" if seconds >= 60 else f"* * * * * */{seconds}"
 
 
-#: Every blueprint of Mimic tasks. Task names are the seed's, unchanged (no namespace).
-BLUEPRINTS = (billing_tasks, email_tasks, maintenance)
+def maintenance() -> procrastinate.Blueprint:
+    tasks = procrastinate.Blueprint()
+    tasks.task(name=SWEEP_TASK, queue=QUEUE_MAINTENANCE, pass_context=True)(retry_stalled_jobs)
+    return tasks
+
+
+#: Every domain's blueprint, made anew for each app. Task names are the seed's, unchanged.
+BLUEPRINTS = (billing_tasks.blueprint, email_tasks.blueprint, maintenance)
 
 
 def build_app(settings: Settings) -> procrastinate.App:
@@ -62,9 +74,158 @@ def build_app(settings: Settings) -> procrastinate.App:
     app = procrastinate.App(connector=connector)
     for blueprint in BLUEPRINTS:
         # An empty namespace keeps the names as they are, so queued jobs still find them.
-        app.add_tasks_from(blueprint, namespace="")
-    app.periodic(cron=sweep_cron(settings.worker.stalled_sweep_seconds))(retry_stalled_jobs)
+        app.add_tasks_from(blueprint(), namespace="")
+    sweep = app.tasks[SWEEP_TASK]
+    app.periodic(cron=sweep_cron(settings.worker.stalled_sweep_seconds))(sweep)
     return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the worker owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serve_health(settings: Settings, state: WorkerState) -> AsyncIterator[None]:
+    """/healthz, /readyz and /metrics on WORKER_HEALTH_PORT (0: none)."""
+    port = settings.worker.health_port
+    if port == 0:
+        yield
+        return
+    host = settings.worker.health_host
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        # Jobs matter more than the health endpoint: run without it, and say so once.
+        logger.warning(
+            "worker health endpoint not served: %s:%d is busy (%s); set WORKER_HEALTH_PORT",
+            host,
+            port,
+            exc.strerror,
+        )
+        yield
+        return
+    config = uvicorn.Config(
+        worker_health_app(state), log_config=None, access_log=False, lifespan="off"
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await task
+        sock.close()
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for the log: the error's type and first line, no traceback."""
+    cause = exc.__cause__ or exc
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
+
+
+async def _database_answers(dsn: str) -> bool:
+    try:
+        conn = await psycopg.AsyncConnection.connect(dsn, connect_timeout=5)
+    except (psycopg.Error, OSError):
+        return False
+    try:
+        await conn.execute("SELECT 1")
+    except (psycopg.Error, OSError):
+        return False
+    finally:
+        await conn.close()
+    return True
+
+
+async def _wait_for_database(settings: Settings, stop: asyncio.Event) -> None:
+    """Probe with backoff (jittered, capped) until the database answers or a stop arrives."""
+    assert settings.database.url is not None
+    backoff = Backoff(base=0.5, cap=settings.worker.reconnect_max_seconds)
+    failures = 0
+    while not stop.is_set():
+        if await _database_answers(settings.database.url.get()):
+            return
+        delay = backoff.delay(failures)
+        failures += 1
+        logger.debug("database still away; next attempt in %.1f s", delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+
+
+async def _autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.set_autocommit(True)
+
+
+async def _run_connected(
+    app: procrastinate.App, settings: Settings, deps: Deps, stop: asyncio.Event, *, wait: bool
+) -> bool:
+    """Run procrastinate's worker on a fresh pool until a stop (True) or a failure (False)."""
+    assert settings.database.url is not None
+    worker = settings.worker
+    # Our own pool, without procrastinate's per-checkout health check (one round trip per
+    # query): a connection broken by an outage fails its job, and we start over here.
+    pool = psycopg_pool.AsyncConnectionPool(
+        settings.database.url.get(),
+        open=False,
+        min_size=1,
+        max_size=worker.concurrency + 4,
+        kwargs={"application_name": "mimic-procrastinate"},
+        # Autocommit: procrastinate's queries are single statements, so no BEGIN/COMMIT
+        # round trips around each one.
+        configure=_autocommit,
+    )
+    connector = procrastinate.PsycopgConnector(conninfo=settings.database.url.get())
+    await pool.open(wait=True, timeout=10)
+    try:
+        with app.replace_connector(connector):
+            async with app.open_async(pool=pool):
+                run = asyncio.create_task(
+                    app.run_worker_async(
+                        concurrency=worker.concurrency,
+                        wait=wait,
+                        fetch_job_polling_interval=worker.poll_seconds,
+                        shutdown_graceful_timeout=worker.shutdown_grace_seconds,
+                        update_heartbeat_interval=worker.heartbeat_seconds,
+                        stalled_worker_timeout=worker.stalled_after_seconds,
+                        additional_context={"deps": deps},
+                        install_signal_handlers=False,
+                    ),
+                    name="procrastinate worker",
+                )
+                stopping = asyncio.create_task(stop.wait())
+                try:
+                    await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                except asyncio.CancelledError:
+                    # Cancelled from outside: stop procrastinate gracefully, then go.
+                    stopping.cancel()
+                    run.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await run
+                    raise
+                if not run.done():
+                    # Graceful: no new jobs; in-flight ones get the grace period, then are
+                    # cut off and retried (see job_body).
+                    run.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await run
+                    return True
+                stopping.cancel()
+                run.result()  # a failure raises here
+                # The run ended by itself: done with the queue (wait=False), or procrastinate
+                # stopped after one of its side tasks (listener, heartbeat) lost the database.
+                return not wait
+    finally:
+        with contextlib.suppress(Exception):
+            await pool.close(timeout=5)
 
 
 async def run_worker(
@@ -73,20 +234,45 @@ async def run_worker(
     app: procrastinate.App | None = None,
     install_signal_handlers: bool = True,
     wait: bool = True,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT; in-flight jobs get the grace period to finish."""
+    """Run until SIGTERM/SIGINT (or ``stop``), riding out database outages of any length.
+
+    While the database is away the process stays up, /readyz answers 503 with the reason,
+    and one line is logged per change (lost, back); in between it reconnects with backoff.
+    """
     app = app or build_app(settings)
-    worker = settings.worker
-    async with open_deps(settings) as deps, app.open_async():
-        await app.run_worker_async(
-            concurrency=worker.concurrency,
-            wait=wait,
-            shutdown_graceful_timeout=worker.shutdown_grace_seconds,
-            update_heartbeat_interval=worker.heartbeat_seconds,
-            stalled_worker_timeout=worker.stalled_after_seconds,
-            additional_context={"deps": deps},
-            install_signal_handlers=install_signal_handlers,
-        )
+    stop = stop or asyncio.Event()
+    state = WorkerState()
+    loop = asyncio.get_running_loop()
+    if install_signal_handlers:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        async with open_deps(settings) as deps, serve_health(settings, state):
+            lost = False
+            while not stop.is_set():
+                try:
+                    state.reason = None
+                    if lost:
+                        logger.warning("database back: worker resumed")
+                        lost = False
+                    if await _run_connected(app, settings, deps, stop, wait=wait):
+                        break
+                    reason = "the worker lost its database connection"
+                except Exception as exc:
+                    if stop.is_set():
+                        logger.warning("worker stopped with an error: %s", _describe(exc))
+                        break
+                    reason = _describe(exc)
+                state.reason = f"database unavailable: {reason}"
+                lost = True
+                logger.error("database lost (%s); worker paused, reconnecting", reason)
+                await _wait_for_database(settings, stop)
+    finally:
+        if install_signal_handlers:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
 
 def __getattr__(name: str) -> Any:

@@ -81,6 +81,8 @@ def make_settings(database_url: str | None, **overrides: str) -> Settings:
         "WORKER_SHUTDOWN_GRACE_SECONDS": "5",
         "STALLED_SWEEP_SECONDS": "1",
         "INKPASS_INTERNAL_URL": "http://127.0.0.1:9",
+        "WORKER_HEALTH_PORT": "0",
+        "WORKER_POLL_SECONDS": "0.1",
         **overrides,
     }
     if database_url is not None:
@@ -100,13 +102,15 @@ async def running_worker(
 ) -> AsyncIterator[procrastinate.App]:
     """A real procrastinate worker in this event loop, stopped (gracefully) on exit."""
     app = app or build_app(settings)
-    task = asyncio.create_task(run_worker(settings, app=app, install_signal_handlers=False))
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_worker(settings, app=app, install_signal_handlers=False, stop=stop)
+    )
     try:
         yield app
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        stop.set()  # as SIGTERM would: graceful
+        await task
 
 
 async def wait_for_value(

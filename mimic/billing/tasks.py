@@ -1,4 +1,4 @@
-"""The inkpass tasks, one per seed task name, on the billing blueprint."""
+"""The inkpass tasks, one per seed task name."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from mimic.core.deps import Deps
 from mimic.core.jobs import QUEUE_WEBHOOKS, RETRY, job_body
 from mimic.events.delivery import http_delivery, run_delivery
 
-blueprint = procrastinate.Blueprint()
-
 _deliver = http_delivery(inkpass_request)
 
 
@@ -19,7 +17,11 @@ async def route_to_inkpass(deps: Deps, delivery_id: str) -> None:
     await run_delivery(deps, delivery_id, _deliver)
 
 
-for _name in PATHS:
-    blueprint.task(name=_name, queue=QUEUE_WEBHOOKS, pass_context=True, retry=RETRY)(
-        route_to_inkpass
-    )
+def blueprint() -> procrastinate.Blueprint:
+    """A new blueprint for each app: procrastinate ties a task to the app it was added to."""
+    tasks = procrastinate.Blueprint()
+    for name in PATHS:
+        tasks.task(name=name, queue=QUEUE_WEBHOOKS, pass_context=True, retry=RETRY)(
+            route_to_inkpass
+        )
+    return tasks

@@ -27,7 +27,7 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
-from mimic.core.errors import BadRequest, Conflict, DatabaseError, DatabaseUnavailable
+from mimic.core.errors import Conflict, DatabaseError, DatabaseUnavailable, InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +50,6 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 T = TypeVar("T")
-
-
-class InvalidInput(BadRequest):
-    """A value cannot be stored."""
-
-    code = "invalid_input"
 
 
 def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
@@ -86,7 +80,7 @@ def translate() -> Iterator[None]:
     except asyncpg.DataError as exc:
         raise InvalidInput(f"a value cannot be stored: {type(exc).__name__}") from exc
     except asyncpg.UniqueViolationError as exc:
-        raise Conflict(f"already exists ({exc.constraint_name})") from exc
+        raise Conflict("this conflicts with a record that already exists") from exc
     except _UNAVAILABLE as exc:
         raise DatabaseUnavailable() from exc
     except asyncpg.PostgresError as exc:
@@ -132,8 +126,13 @@ class Connection:
             with contextlib.suppress(Exception):
                 await tx.rollback()
             raise
-        with translate():
-            await tx.commit()
+        try:
+            with translate():
+                await tx.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await tx.rollback()
+            raise
 
 
 @contextlib.asynccontextmanager

@@ -32,6 +32,12 @@ class BadRequest(MimicError):
     code = "bad_request"
 
 
+class InvalidInput(BadRequest):
+    """A value cannot be stored."""
+
+    code = "invalid_input"
+
+
 class Unauthorized(MimicError):
     """A valid API key is required."""
 

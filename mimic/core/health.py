@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import msgspec
-from litestar import Controller, Response, get
-from litestar.di import NamedDependency
+from litestar import Controller, Litestar, Response, get
+from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -49,3 +49,42 @@ class HealthController(Controller):
     @get("/metrics", summary="Prometheus metrics", media_type=CONTENT_TYPE_LATEST)
     async def metrics(self) -> bytes:
         return generate_latest()
+
+
+class WorkerState:
+    """What a worker process's /readyz reports: connected to the database, or why not."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = "starting"
+
+    @property
+    def ready(self) -> bool:
+        return self.reason is None
+
+
+class WorkerHealthController(Controller):
+    tags = ["operations"]
+
+    @get("/healthz", summary="Liveness: the worker process answers")
+    async def healthz(self) -> Health:
+        return Health(status="ok")
+
+    @get("/readyz", summary="Readiness: the worker is connected and taking jobs")
+    async def readyz(self, worker_state: NamedDependency[WorkerState]) -> Response[Health]:
+        if worker_state.ready:
+            return Response(Health(status="ok"), status_code=200)
+        return Response(Health(status="unavailable", reason=worker_state.reason), status_code=503)
+
+    @get("/metrics", summary="Prometheus metrics of this worker", media_type=CONTENT_TYPE_LATEST)
+    async def metrics(self) -> bytes:
+        return generate_latest()
+
+
+def worker_health_app(state: WorkerState) -> Litestar:
+    """The worker's own small HTTP surface (``WORKER_HEALTH_PORT``)."""
+    return Litestar(
+        route_handlers=[WorkerHealthController],
+        dependencies={"worker_state": Provide(lambda: state, sync_to_thread=False)},
+        openapi_config=None,
+        logging_config=None,
+    )

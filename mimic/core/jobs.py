@@ -72,9 +72,10 @@ def deps_of(context: procrastinate.JobContext) -> Deps:
 
 
 class RetryableError(Exception):
-    """A transient failure: the job runs again after ``retry_after`` seconds."""
+    """A transient failure: the job runs again after ``retry_after`` seconds (the task
+    computes the delay; it knows its backoff settings and attempt budget)."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
@@ -103,7 +104,7 @@ class RetryWhenAsked(BaseRetryStrategy):
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
         if not isinstance(exception, RetryableError):
             return None
-        seconds = exception.retry_after or 0.0
+        seconds = max(exception.retry_after, 0.0)
         retry_at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
         return RetryDecision(retry_at=retry_at)
 

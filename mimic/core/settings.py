@@ -322,8 +322,17 @@ class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
     shutdown_grace_seconds: float = 30.0
     #: How often the sweep looks for jobs of dead workers (at most every 60 s).
     stalled_sweep_seconds: int = 60
-    #: A job that hit a database outage is retried after this long.
+    #: First delay before a job that met a database outage runs again (jittered, doubling,
+    #: at most 60 s: the database usually comes back soon, and the worker waits for it).
     outage_retry_seconds: float = 2.0
+    #: How often an idle worker looks for due jobs (retries scheduled for later are not
+    #: announced by NOTIFY, so this bounds how late a retry can start).
+    poll_seconds: float = 0.5
+    #: Longest wait between two reconnection attempts while the database is away.
+    reconnect_max_seconds: float = 30.0
+    #: /healthz, /readyz and /metrics of the worker process; 0 serves none.
+    health_port: int = 8007
+    health_host: str = "127.0.0.1"
 
     ENV: ClassVar = {
         "concurrency": ("WORKER_CONCURRENCY", integer(low=1)),
@@ -332,6 +341,10 @@ class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
         "shutdown_grace_seconds": ("WORKER_SHUTDOWN_GRACE_SECONDS", POSITIVE),
         "stalled_sweep_seconds": ("STALLED_SWEEP_SECONDS", integer(1, 60)),
         "outage_retry_seconds": ("WORKER_OUTAGE_RETRY_SECONDS", POSITIVE),
+        "poll_seconds": ("WORKER_POLL_SECONDS", POSITIVE),
+        "reconnect_max_seconds": ("WORKER_RECONNECT_MAX_SECONDS", POSITIVE),
+        "health_port": ("WORKER_HEALTH_PORT", integer(0, 65535)),
+        "health_host": ("WORKER_HEALTH_HOST", TEXT),
     }
 
 

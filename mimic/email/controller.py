@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, get_args
 
 from litestar import Controller, Response, delete, get, post, put
 from litestar.di import NamedDependency
@@ -123,10 +123,14 @@ class TemplateController(_Internal):
         return templates.render(name, data.data, data.locale)
 
 
+CREDENTIAL_PROVIDERS: tuple[CredentialProvider, ...] = get_args(CredentialProvider)
+
+
 def _provider(value: str) -> CredentialProvider:
-    if value not in ("smtp", "resend", "postmark"):
-        raise BadRequest("provider must be smtp, resend or postmark", code="invalid_provider")
-    return value  # type: ignore[return-value]
+    for provider in CREDENTIAL_PROVIDERS:
+        if value == provider:
+            return provider
+    raise BadRequest("provider must be smtp, resend or postmark", code="invalid_provider")
 
 
 class CredentialController(_Internal):

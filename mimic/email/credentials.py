@@ -12,14 +12,13 @@ from typing import Any
 import msgspec
 
 from mimic.core.crypto import Keyring, Sealed
-from mimic.core.db import Database, as_struct, load_queries
+from mimic.core.db import Database, as_struct
 from mimic.core.errors import BadRequest, NotFound
 from mimic.core.settings import EmailProvider, SmtpSecurity
 from mimic.email.addresses import validate_address
 from mimic.email.providers import SmtpConfig
+from mimic.email.repository import queries
 from mimic.email.schemas import CredentialProvider
-
-queries = load_queries("mimic.email")
 
 
 class SmtpIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -13,12 +13,11 @@ import uuid
 
 import msgspec
 
-from mimic.core.db import Connection, Database, as_struct, load_queries
+from mimic.core.db import Connection, Database, as_struct
 from mimic.core.jobs import QUEUE_EMAIL, JobToDefer, defer_jobs
 from mimic.core.settings import EmailProvider
+from mimic.email.repository import queries
 from mimic.email.schemas import EmailRequest, NotificationStatus, Recipients, Rendered
-
-queries = load_queries("mimic.email")
 
 SEND_TASK = "mimic.tasks.send_email"
 

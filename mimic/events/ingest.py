@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from mimic.core.db import Database, InvalidInput
-from mimic.core.errors import BadRequest
+from mimic.core.db import Database
+from mimic.core.errors import BadRequest, InvalidInput
 from mimic.core.jobs import QUEUE_WEBHOOKS, JobToDefer, defer_jobs
 from mimic.events import repository
 from mimic.events.schemas import IncomingEvent, Route, WebhookAccepted

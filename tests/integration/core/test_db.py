@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from mimic.core.db import Database, InvalidInput, create_pool
-from mimic.core.errors import Conflict, DatabaseError, DatabaseUnavailable
+from mimic.core.db import Database, create_pool
+from mimic.core.errors import Conflict, DatabaseError, DatabaseUnavailable, InvalidInput
 
 
 @pytest.fixture

@@ -121,3 +121,13 @@ async def test_a_send_queued_by_name_before_an_upgrade_runs_after_it(
                 until=lambda status: status == "sent",
             )
     assert [m["Subject"] for m in smtp.messages] == ["Hi"]
+
+
+def test_each_app_owns_its_tasks(database_url: str) -> None:
+    # procrastinate ties a task to the app it was added to; a second app (a test, the CLI)
+    # must not take the first one's tasks, or the first worker's periodic sweep breaks.
+    first = build_app(make_settings(database_url))
+    second = build_app(make_settings(database_url))
+    for name in SEED_TASKS.keys() | OTHER_TASKS:
+        assert first.tasks[name].blueprint is first
+        assert second.tasks[name].blueprint is second
