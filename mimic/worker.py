@@ -178,6 +178,9 @@ async def _run_connected(
         open=False,
         min_size=1,
         max_size=worker.concurrency + 4,
+        # Waiting for a connection longer than this means the database is gone: give up
+        # soon, so the worker notices (and says so) instead of hanging for psycopg's 30 s.
+        timeout=5,
         kwargs={"application_name": "mimic-procrastinate"},
         # Autocommit: procrastinate's queries are single statements, so no BEGIN/COMMIT
         # round trips around each one.

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import warnings
+from typing import Any
 
 import httpx
 
@@ -17,13 +21,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_mimic(command: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mimic", command],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+def start_mimic(
+    command: str, env: dict[str, str], *args: str, log: pathlib.Path | None = None
+) -> subprocess.Popen[bytes]:
+    """A real `mimic <command>`. Its output goes to ``log`` when given (a long-running,
+    chatty process could fill a pipe nobody reads), else to a pipe read by ``stop``."""
+    argv = [sys.executable, "-m", "mimic", command, *args]
+    if log is None:
+        return subprocess.Popen(
+            argv, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def wait_http_ok(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -44,7 +55,7 @@ def wait_http_ok(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0)
 def stop(proc: subprocess.Popen[bytes], sig: int, timeout: float = 30.0) -> str:
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=timeout)
-    return out.decode()
+    return out.decode() if out else ""
 
 
 def kill(proc: subprocess.Popen[bytes]) -> None:
@@ -53,3 +64,30 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=10)
     if proc.stdout:
         proc.stdout.close()
+
+
+class PrivatePostgres:
+    """A Postgres server of the test's own (pgserver's binaries), which it may crash."""
+
+    def __init__(self, root: pathlib.Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset
+            import pgserver
+
+        self._server: Any = pgserver.get_server(root, cleanup_mode="stop")
+        self.uri: str = self._server.get_uri()
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.uri).query)
+        self._socket_dir = query["host"][0]
+
+    def _pg_ctl(self, *args: str) -> None:
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(list(args), pgdata=self._server.pgdata, user=self._server.system_user, timeout=30)
+
+    def crash(self) -> None:
+        """Stop at once, as a power cut would: no checkpoint, clients cut off."""
+        self._pg_ctl("-m", "immediate", "stop")
+
+    def start(self) -> None:
+        log = str(self._server.log)
+        self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l", log, "start")

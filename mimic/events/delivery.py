@@ -10,6 +10,8 @@ called again, whatever retried the job.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -82,7 +84,17 @@ async def run_delivery(deps: Deps, delivery_id: str, perform: Perform) -> None:
         logger.info("delivery %s already %s; nothing to do", delivery_id, current)
         return
     target = context.target_service
-    outcome = await perform(context, deps)
+    try:
+        outcome = await perform(context, deps)
+    except asyncio.CancelledError:
+        # The worker is shutting down (or an operator aborted the job): the attempt may or
+        # may not have reached the target. Say so; the job comes back with the same key.
+        note = f"attempt {context.attempt} was cut off by a worker shutdown; retried"
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                asyncio.shield(repository.interrupt_delivery(deps.db, did, note)), timeout=2
+            )
+        raise
     settings = deps.settings.delivery
     exhausted = context.attempt >= settings.max_attempts
     status: DeliveryStatus

@@ -18,49 +18,30 @@ SELECT d.id, $1, d.target, d.task, d.job
   FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bigint[]) AS d(id, target, task, job)
 
 -- name: start_delivery
--- Claim an attempt: counts it before the call, so a crash mid-call is still counted.
+-- Claim an attempt: counts it before the call, so a crash mid-call is still counted. An
+-- attempt still open means the last one never finished: say so in last_error.
 UPDATE webhook_deliveries d
-   SET status = 'dispatched', attempt_count = attempt_count + 1, updated_at = now()
+   SET status = 'dispatched', attempt_count = d.attempt_count + 1, attempt_open = true,
+       updated_at = now(),
+       last_error = CASE WHEN d.attempt_open
+                         THEN format('attempt %s was interrupted (worker stopped, died or lost '
+                                     'the database); retried', d.attempt_count)
+                         ELSE d.last_error END
   FROM webhook_events e
  WHERE d.id = $1 AND e.id = d.event_id AND d.status IN ('pending', 'dispatched', 'failed')
 RETURNING d.attempt_count AS attempt, d.task_name, d.target_service, e.id AS event_uuid,
           e.provider, e.event_id, e.event_type, e.payload::text AS payload
+
+-- name: interrupt_delivery
+-- An attempt cut off by a shutdown: record why it will run again.
+UPDATE webhook_deliveries
+   SET attempt_open = false, last_error = $2, updated_at = now()
+ WHERE id = $1 AND status = 'dispatched' AND attempt_open
 
 -- name: get_delivery_status
 -- Status of one delivery.
 SELECT status FROM webhook_deliveries WHERE id = $1
 
 -- name: finish_delivery
--- Record the outcome of one attempt; last_error keeps the latest failure, even after success.
--- A success is final: an overlapping attempt that ends later cannot overwrite it.
-UPDATE webhook_deliveries
-   SET status = $2, result = $3::jsonb, last_error = coalesce($4, last_error), updated_at = now(),
-       completed_at = CASE WHEN $2 IN ('success', 'failed') THEN now() END
- WHERE id = $1 AND status <> 'success'
-RETURNING event_id
-
--- name: lock_event
--- Serialise roll-ups of one event, so two deliveries finishing at once both count.
-SELECT 1 FROM webhook_events WHERE id = $1 FOR UPDATE
-
--- name: roll_up_event
--- Event status from its deliveries: failed if any failed, delivered when all succeeded.
-WITH d AS (
-    SELECT count(*) FILTER (WHERE status = 'failed') AS failed,
-           count(*) FILTER (WHERE status <> 'success') AS unfinished,
-           coalesce(sum(greatest(attempt_count - 1, 0)), 0) AS retries,
-           string_agg(target_service || ': ' || last_error, '; ')
-               FILTER (WHERE status = 'failed') AS errors
-      FROM webhook_deliveries
-     WHERE event_id = $1
-)
-UPDATE webhook_events e
-   SET status = CASE WHEN d.failed > 0 THEN 'failed'
-                     WHEN d.unfinished = 0 THEN 'delivered'
-                     ELSE 'received' END,
-       processed_at = CASE WHEN d.failed > 0 OR d.unfinished = 0 THEN now() END,
-       error_message = d.errors,
-       retry_count = d.retries
-  FROM d
- WHERE e.id = $1
-RETURNING e.status
+-- Record an attempt's outcome and, when final, roll its event up (one round trip).
+SELECT mimic_finish_delivery($1, $2, $3::jsonb, $4)

@@ -77,15 +77,16 @@ async def finish_delivery(
     error: str | None,
 ) -> bool:
     """Record an attempt's outcome and roll the event up; False if it had already succeeded."""
-    async with db.transaction() as conn:
-        event_uuid = await conn.fetchval(
-            queries["finish_delivery"],
-            delivery_id,
-            status,
-            json.dumps(result) if result is not None else None,
-            error,
-        )
-        if event_uuid is not None and status != "dispatched":
-            await conn.execute(queries["lock_event"], event_uuid)
-            await conn.execute(queries["roll_up_event"], event_uuid)
+    event_uuid = await db.fetchval(
+        queries["finish_delivery"],
+        delivery_id,
+        status,
+        json.dumps(result) if result is not None else None,
+        error,
+    )
     return event_uuid is not None
+
+
+async def interrupt_delivery(db: Database, delivery_id: uuid.UUID, reason: str) -> None:
+    """Say why an attempt cut off by a shutdown will run again."""
+    await db.execute(queries["interrupt_delivery"], delivery_id, reason)

@@ -63,6 +63,17 @@ async def status_of(database_url: str, event: uuid.UUID) -> str:
         await conn.close()
 
 
+async def last_error_of(database_url: str, event: uuid.UUID) -> str | None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        error: str | None = await conn.fetchval(
+            "SELECT last_error FROM webhook_deliveries WHERE event_id = $1", event
+        )
+        return error
+    finally:
+        await conn.close()
+
+
 async def wait_for_status(database_url: str, event: uuid.UUID, status: str) -> None:
     async def reached() -> bool:
         return await status_of(database_url, event) == status
@@ -94,6 +105,10 @@ async def test_sigkill_mid_delivery_is_retried_by_the_stalled_job_sweep(
     keys = [r.headers["idempotency-key"] for r in inkpass.requests]
     assert len(keys) == 2
     assert len(set(keys)) == 1
+    # The retry says why it happened.
+    assert await last_error_of(database_url, event) == (
+        "attempt 1 was interrupted (worker stopped, died or lost the database); retried"
+    )
 
 
 async def test_sigterm_lets_the_in_flight_delivery_finish(
@@ -132,6 +147,10 @@ async def test_job_past_the_grace_period_is_retried_not_lost(
         output = await asyncio.to_thread(stop, first, signal.SIGTERM)
     assert first.returncode == 0, output
     assert await status_of(database_url, event) == "received"
+    # While it waits for the next worker, the delivery says why it is not done.
+    assert await last_error_of(database_url, event) == (
+        "attempt 1 was cut off by a worker shutdown; retried"
+    )
 
     second = start_mimic("worker", env)
     try:

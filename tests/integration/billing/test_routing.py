@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 import uuid
@@ -41,12 +42,11 @@ def inkpass() -> Iterator[FakeHTTPServer]:
 
 
 def routing_settings(database_url: str, inkpass: FakeHTTPServer, **extra: str) -> Settings:
+    env = {"INKPASS_TIMEOUT_SECONDS": "0.5", "DELIVERY_MAX_ATTEMPTS": "3", **extra}
     return make_settings(
         database_url,
         INKPASS_INTERNAL_URL=inkpass.url,
-        INKPASS_TIMEOUT_SECONDS="0.5",
-        DELIVERY_MAX_ATTEMPTS="3",
-        **extra,
+        **env,
     )
 
 
@@ -299,3 +299,60 @@ async def test_overlapping_attempts_cannot_undo_a_success(
     )
     assert event is not None
     assert event["status"] == "delivered"
+
+
+async def test_retries_run_when_due_not_on_a_coarse_poll(
+    database_url: str, inkpass: FakeHTTPServer
+) -> None:
+    # Backoff 0.4 s doubling: the retries are due after 0.2-0.4, 0.4-0.8 and 0.8-1.6 s.
+    # They may start up to one poll (WORKER_POLL_SECONDS, the default 0.5) late, never 5 s.
+    inkpass.script(Reply(status=500), Reply(status=500), Reply(status=500))
+    settings = routing_settings(
+        database_url,
+        inkpass,
+        DELIVERY_BACKOFF_BASE_SECONDS="0.4",
+        DELIVERY_BACKOFF_MAX_SECONDS="10",
+        DELIVERY_MAX_ATTEMPTS="5",
+        WORKER_POLL_SECONDS="0.5",
+        STALLED_SWEEP_SECONDS="60",  # its jobs would wake the worker every second
+    )
+    async with running_worker(settings), client_for(create_app(settings)) as client:
+        await send(client, "invoice.paid")
+        await inkpass.wait_for_requests(4, within=20)
+    arrivals = [r.at for r in inkpass.requests]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    for failures, gap in enumerate(gaps):
+        ceiling = 0.4 * 2**failures
+        assert ceiling / 2 - 0.05 <= gap <= ceiling + 0.5 + 0.4, (failures, gaps)
+
+
+async def test_retries_after_a_shared_failure_are_spread_by_jitter(
+    database_url: str, inkpass: FakeHTTPServer
+) -> None:
+    # Six deliveries fail at once (inkpass down for a moment): their retries must not all
+    # come back in the same instant.
+    inkpass.script(*[Reply(status=503)] * 6)
+    settings = routing_settings(
+        database_url,
+        inkpass,
+        DELIVERY_BACKOFF_BASE_SECONDS="1",
+        DELIVERY_BACKOFF_MAX_SECONDS="10",
+        WORKER_POLL_SECONDS="0.1",  # finer than the jitter, so the test sees the jitter
+        STALLED_SWEEP_SECONDS="60",
+    )
+    async with client_for(create_app(settings)) as client:
+        for _ in range(6):
+            await send(client, "invoice.paid")
+    async with running_worker(settings):
+        await inkpass.wait_for_requests(12, within=20)
+    first: dict[str, float] = {}
+    retry_gaps: list[float] = []
+    for request in inkpass.requests:
+        key = request.headers["idempotency-key"]
+        if key in first:
+            retry_gaps.append(request.at - first[key])
+        else:
+            first[key] = request.at
+    assert len(retry_gaps) == 6
+    assert all(0.45 <= gap <= 1.0 + 0.2 + 0.4 for gap in retry_gaps), retry_gaps
+    assert max(retry_gaps) - min(retry_gaps) > 0.1, f"retries in lockstep: {retry_gaps}"

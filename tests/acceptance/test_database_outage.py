@@ -1,0 +1,158 @@
+"""Postgres crashes (`pg_ctl stop -m immediate`) under load and comes back.
+
+Real processes against a private Postgres the test can crash: `mimic api`, `mimic worker`
+and a fake inkpass. Nothing acknowledged may be lost, nothing refused may be stored, and the
+same worker process carries on once the database is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pathlib
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import httpx
+import pytest
+
+from mimic.core.migrate import load_steps, migrate
+from tests.fakes import FakeHTTPServer
+from tests.helpers import TEST_SECRETS, stripe_event, stripe_headers, wait_for
+from tests.procs import PrivatePostgres, free_port, start_mimic, stop
+
+pytestmark = pytest.mark.slow
+
+URL = "/api/v1/gateway/webhooks/stripe"
+
+
+@pytest.fixture
+def inkpass() -> Iterator[FakeHTTPServer]:
+    with FakeHTTPServer() as server:
+        yield server
+
+
+async def ready(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=2) as http:
+            return (await http.get(url)).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def test_a_postgres_crash_loses_nothing_and_the_worker_carries_on(
+    tmp_path: pathlib.Path, inkpass: FakeHTTPServer
+) -> None:
+    postgres = PrivatePostgres(tmp_path / "pg")
+    await migrate(postgres.uri, load_steps())
+    api_port, health_port = free_port(), free_port()
+    env = {
+        **TEST_SECRETS,
+        "DATABASE_URL": postgres.uri,
+        "MIMIC_PORT": str(api_port),
+        "WORKER_HEALTH_PORT": str(health_port),
+        "INKPASS_INTERNAL_URL": inkpass.url,
+        "WORKER_HEARTBEAT_SECONDS": "0.5",
+        "WORKER_STALLED_AFTER_SECONDS": "2",
+        "STALLED_SWEEP_SECONDS": "1",
+        "WORKER_RECONNECT_MAX_SECONDS": "1",
+        "DELIVERY_BACKOFF_BASE_SECONDS": "0.1",
+        "DELIVERY_BACKOFF_MAX_SECONDS": "1",
+    }
+    api = start_mimic("api", env, log=tmp_path / "api.log")
+    worker = start_mimic("worker", env, log=tmp_path / "worker.log")
+    api_url, worker_ready = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{health_port}/readyz"
+    answers: dict[str, int] = {}
+    answered_at: dict[str, float] = {}
+    try:
+        await wait_for(lambda: ready(f"{api_url}/readyz"), within=60)
+        await wait_for(lambda: ready(worker_ready), within=60)
+
+        async def send_steadily(seconds: float) -> None:
+            async with httpx.AsyncClient(base_url=api_url, timeout=10) as http:
+                deadline = time.monotonic() + seconds
+                while time.monotonic() < deadline:
+                    event_id = f"evt_{uuid.uuid4().hex}"
+                    body = stripe_event("invoice.paid", id=event_id)
+                    try:
+                        response = await http.post(URL, content=body, headers=stripe_headers(body))
+                        answers[event_id] = response.status_code
+                        answered_at[event_id] = time.monotonic()
+                    except httpx.TransportError:
+                        answers[event_id] = 0  # no answer: the provider would retry
+                    await asyncio.sleep(0.02)
+
+        sending = asyncio.create_task(send_steadily(6.0))
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(postgres.crash)
+        crashed_at = time.monotonic()
+
+        async def worker_not_ready() -> bool:
+            return not await ready(worker_ready)
+
+        await wait_for(worker_not_ready, within=15)  # it noticed, and says so
+        await asyncio.sleep(max(0.0, crashed_at + 2.0 - time.monotonic()))
+        await asyncio.to_thread(postgres.start)
+        restarted_at = time.monotonic()
+        await sending
+        await wait_for(lambda: ready(worker_ready), within=30)
+
+        statuses = set(answers.values())
+        assert statuses <= {200, 503}, f"answers other than 200/503: {statuses}"
+        acknowledged = {e for e, s in answers.items() if s == 200}
+        refused = {e for e, s in answers.items() if s != 200}
+        assert refused, "the crash refused nothing: the test did not test the outage"
+        assert len(acknowledged) > 50
+        # The API came back by itself too.
+        assert any(answered_at[e] > restarted_at for e in acknowledged)
+
+        conn = await asyncpg.connect(postgres.uri)
+        try:
+            stored = {
+                r["event_id"]: r["id"]
+                for r in await conn.fetch("SELECT id, event_id FROM webhook_events")
+            }
+            assert acknowledged <= stored.keys(), "an acknowledged event was lost"
+            assert not refused & stored.keys(), "a refused event was stored"
+            deliveries = await conn.fetch(
+                "SELECT d.id, d.job_id, d.event_id FROM webhook_deliveries d"
+            )
+            assert {d["event_id"] for d in deliveries} == set(stored.values())
+            jobs = await conn.fetchval(
+                "SELECT count(*) FROM procrastinate_jobs WHERE id = ANY($1::bigint[])",
+                [d["job_id"] for d in deliveries],
+            )
+            assert jobs == len(deliveries), "a delivery lost its job"
+
+            async def all_delivered() -> bool:
+                pending = await conn.fetchval(
+                    "SELECT count(*) FROM webhook_deliveries WHERE status <> 'success'"
+                )
+                return bool(pending == 0)
+
+            await wait_for(all_delivered, within=60)
+        finally:
+            await conn.close()
+
+        # The one worker process started above, never restarted, delivered everything.
+        assert worker.poll() is None, "the worker process exited"
+        delivery_ids = {str(d["id"]) for d in deliveries}
+        called: dict[str, set[str]] = {}
+        for request in inkpass.requests:
+            called.setdefault(request.json()["delivery_id"], set()).add(
+                request.headers["idempotency-key"]
+            )
+        assert called.keys() == delivery_ids
+        assert all(keys == {delivery} for delivery, keys in called.items())
+        log = (tmp_path / "worker.log").read_text()
+        assert "database lost" in log
+        assert "database back: worker resumed" in log
+    finally:
+        await asyncio.to_thread(stop, api, signal.SIGTERM)
+        await asyncio.to_thread(stop, worker, signal.SIGTERM)
+        for name in ("api", "worker"):
+            print(f"--- {name} ---\n{(tmp_path / f'{name}.log').read_text()[-5000:]}")
+        print(json.dumps({s: list(answers.values()).count(s) for s in set(answers.values())}))
