@@ -1,9 +1,14 @@
-"""`make bench`: ingress throughput and webhook-to-inkpass latency, printed.
+"""`make bench`: ingress throughput, routing throughput against procrastinate's own, latency.
 
 Everything runs on this machine over loopback: a fresh embedded Postgres, `mimic api` and
 `mimic worker` as real processes, an inkpass stand-in, and the load generator (this
 process). They all share the machine's cores, so the figures are for the whole system on
 one box, not for the API alone.
+
+Routing is compared with a reference measured in the same run: stock procrastinate running
+no-op jobs (bench/noop.py) at the same concurrency, on the same database. Transactions per job
+are read from pg_stat_database (every Mimic worker statement runs in autocommit, so for Mimic
+this is also its SQL round trips per delivery).
 
   python -m bench [--requests 5000] [--concurrency 16] [--e2e 300]
 """
@@ -192,16 +197,90 @@ async def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"{url} never became ready")
 
 
-async def pending_jobs(dsn: str) -> int:
+async def pending_jobs(dsn: str, queue: str | None = None) -> int:
     conn = await asyncpg.connect(dsn)
     try:
         return int(
             await conn.fetchval(
-                "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+                "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
+                "AND ($1::text IS NULL OR queue_name = $1)",
+                queue,
             )
         )
     finally:
         await conn.close()
+
+
+class Drain:
+    """How fast a backlog in one queue empties: jobs/s and transactions per job."""
+
+    def __init__(self, rate: float, jobs: int, xacts_per_job: float) -> None:
+        self.rate, self.jobs, self.xacts_per_job = rate, jobs, xacts_per_job
+
+
+async def measure_drain(
+    dsn: str, queue: str, command: list[str], env: dict[str, str]
+) -> tuple[Drain, subprocess.Popen[bytes]]:
+    """Start the consumer, then time the backlog from its first finished job to empty."""
+    conn = await asyncpg.connect(dsn)
+    count_sql = (
+        "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
+        "AND queue_name = $1"
+    )
+    xact_sql = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+    polls = 0
+    try:
+        backlog = int(await conn.fetchval(count_sql, queue))
+        handle = subprocess.Popen(command, env=env)
+        while (left := int(await conn.fetchval(count_sql, queue))) >= backlog:
+            await asyncio.sleep(0.01)
+        started, first_left = time.perf_counter(), left
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        xacts_before = int(await conn.fetchval(xact_sql))
+        while left:
+            await asyncio.sleep(0.05)
+            left = int(await conn.fetchval(count_sql, queue))
+            polls += 1
+        elapsed = time.perf_counter() - started
+        await asyncio.sleep(1.2)  # statistics reach pg_stat_database within a second
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        xacts = int(await conn.fetchval(xact_sql)) - xacts_before - polls - 2
+        return Drain(first_left / elapsed, first_left, xacts / first_left), handle
+    finally:
+        await conn.close()
+
+
+async def defer_noops(dsn: str, count: int) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            """
+            SELECT procrastinate_defer_jobs_v1(ARRAY(
+                SELECT ROW($1, $2, 0, NULL, NULL, jsonb_build_object('n', n), NULL)
+                       ::procrastinate_job_to_defer_v1
+                  FROM generate_series(1, $3) AS n))
+            """,
+            "bench_noop",
+            "bench.noop",
+            count,
+        )
+    finally:
+        await conn.close()
+
+
+async def ingest_only(port: int, requests: int, concurrency: int) -> None:
+    """A backlog of signed webhooks through the API, not timed."""
+    prepared = [signed_request(port)[0] for _ in range(requests)]
+    connections = [await Connection.open(port) for _ in range(concurrency)]
+    queue = iter(prepared)
+
+    async def drive(conn: Connection) -> None:
+        for request in queue:
+            assert await conn.send(request) == 200
+
+    await asyncio.gather(*(drive(conn) for conn in connections))
+    for conn in connections:
+        conn.close()
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -216,6 +295,7 @@ async def main(args: argparse.Namespace) -> None:
         )
     )
     inkpass_task = asyncio.create_task(inkpass.serve())
+    health_port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": dsn,
@@ -224,6 +304,7 @@ async def main(args: argparse.Namespace) -> None:
         "STRIPE_WEBHOOK_SECRET": SECRET,
         "MIMIC_SERVICE_API_KEY": "bench-key",
         "INKPASS_INTERNAL_URL": f"http://127.0.0.1:{inkpass_port}",
+        "WORKER_HEALTH_PORT": str(health_port),
     }
     api = subprocess.Popen([sys.executable, "-m", "mimic", "api"], env=env)
     worker: subprocess.Popen[bytes] | None = None
@@ -231,19 +312,48 @@ async def main(args: argparse.Namespace) -> None:
         await wait_ready(f"http://127.0.0.1:{api_port}/readyz", api)
         source = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded pgserver"
         print(f"machine: {os.cpu_count()} cores; Postgres: {source}")
+        concurrency = 10  # WORKER_CONCURRENCY's default, for Mimic and the reference alike
+        print(f"phase 0: the reference, procrastinate alone, concurrency {concurrency}")
+        references: dict[str, Drain] = {}
+        for mode in ("stock", "tuned"):
+            await defer_noops(dsn, args.requests)
+            command = [sys.executable, "-m", "bench.noop", f"--concurrency={concurrency}"]
+            drain, noop = await measure_drain(
+                dsn, "bench_noop", [*command, "--tuned"] if mode == "tuned" else command, env
+            )
+            noop.terminate()
+            noop.wait(timeout=30)
+            references[mode] = drain
+            print(
+                f"  reference, procrastinate no-op jobs, {mode} pool: {drain.jobs} jobs at "
+                f"{drain.rate:.0f} jobs/s; {drain.xacts_per_job:.1f} transactions/job"
+            )
+        reference = references["stock"]
         print("phase 1: ingress only (API + Postgres; no worker running)")
         await throughput(api_port, args.requests, args.concurrency)
 
-        print("phase 2: API + worker + inkpass stand-in")
-        worker = subprocess.Popen([sys.executable, "-m", "mimic", "worker"], env=env)
-        drain_started = time.perf_counter()
-        while await pending_jobs(dsn):
-            await asyncio.sleep(0.2)
-        drained = time.perf_counter() - drain_started
-        print(
-            f"worker drained the phase-1 backlog ({args.requests + args.concurrency} jobs) "
-            f"in {drained:.2f} s including startup"
+        print(f"phase 2: routing that backlog, concurrency {concurrency} per worker process")
+        one, worker = await measure_drain(
+            dsn, "webhooks", [sys.executable, "-m", "mimic", "worker"], env
         )
+        print(
+            f"  mimic worker, 1 process: {one.jobs} deliveries at {one.rate:.0f} deliveries/s "
+            f"= {one.rate / reference.rate:.2f} x stock procrastinate (target >= 0.80), "
+            f"{one.rate / references['tuned'].rate:.2f} x procrastinate on Mimic's pool; "
+            f"{one.xacts_per_job:.1f} transactions (SQL round trips) per delivery"
+        )
+        worker.terminate()
+        worker.wait(timeout=30)
+        worker = None
+        await ingest_only(api_port, args.requests, args.concurrency)
+        two, worker = await measure_drain(
+            dsn, "webhooks", [sys.executable, "-m", "mimic", "worker", "--processes", "2"], env
+        )
+        print(
+            f"  mimic worker --processes 2: {two.jobs} deliveries at {two.rate:.0f} deliveries/s "
+            f"= {two.rate / one.rate:.2f} x one process"
+        )
+
         arrivals.clear()
         await end_to_end(api_port, arrivals, args.e2e)
     finally:

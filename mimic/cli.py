@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 
 from mimic.core.embedded import resolve_database
@@ -49,12 +50,24 @@ def cmd_api(_: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_worker(_: argparse.Namespace) -> int:
+def cmd_worker(args: argparse.Namespace) -> int:
     from mimic.worker import run_worker
 
     settings = _prepare()
-    asyncio.run(run_worker(settings))
-    return 0
+    if args.processes == 1:
+        asyncio.run(run_worker(settings))
+        return 0
+    # N worker processes sharing the queue (SKIP LOCKED); a child that dies is restarted.
+    base_port = settings.worker.health_port
+    children = [
+        Child(
+            ["worker"],
+            {"WORKER_HEALTH_PORT": str(base_port + i if base_port else 0)},
+        )
+        for i in range(args.processes)
+    ]
+    print(f"mimic: {args.processes} worker processes", flush=True)
+    return supervise(children, restart=True)
 
 
 def cmd_rotate_keys(_: argparse.Namespace) -> int:
@@ -74,47 +87,93 @@ def cmd_rotate_keys(_: argparse.Namespace) -> int:
     return 0
 
 
+class Child:
+    """One `mimic <command>` child process, started (and restarted) with extra env."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.argv, self.env = argv, env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mimic", *self.argv], env={**os.environ, **self.env}
+        )
+
+    def code(self) -> int | None:
+        return self.proc.poll() if self.proc else None
+
+
+# uvicorn re-raises the signal it was stopped with, so "killed by SIGTERM/SIGINT" after we
+# asked it to stop is a clean exit too.
+_CLEAN = {0, -signal.SIGTERM, -signal.SIGINT, 128 + signal.SIGINT}
+
+
+def supervise(children: list[Child], *, restart: bool) -> int:
+    """Run the children until SIGTERM/SIGINT, which each gets in turn (they stop gracefully).
+
+    A child that exits by itself is restarted (``restart``) or stops all the others.
+    """
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    for child in children:
+        child.start()
+    while not stopping:
+        time.sleep(0.2)
+        for child in children:
+            code = child.code()
+            if code is None or stopping:
+                continue
+            if restart:
+                print(f"mimic: {' '.join(child.argv)} exited ({code}); restarting", flush=True)
+                child.start()
+            else:
+                forward(signal.SIGTERM, None)
+    codes = [child.proc.wait() for child in children if child.proc is not None]
+    return 0 if all(code in _CLEAN for code in codes) else 1
+
+
 def cmd_run(_: argparse.Namespace) -> int:
     """Dev: one embedded Postgres, the API and a worker as two child processes."""
     settings = _prepare()
     assert settings.database.url is not None
-    env = {**os.environ, "DATABASE_URL": settings.database.url.get()}
-    children = [
-        subprocess.Popen([sys.executable, "-m", "mimic", name], env=env)
-        for name in ("api", "worker")
-    ]
-
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
+    env = {"DATABASE_URL": settings.database.url.get()}
     print(
         f"mimic: API on http://{settings.server.host}:{settings.server.port} (docs at /docs), "
         "worker running; Ctrl-C stops both",
         flush=True,
     )
     # If either child exits, stop the other; the embedded Postgres stops with us.
-    while all(child.poll() is None for child in children):
-        try:
-            children[0].wait(timeout=0.5)
-        except subprocess.TimeoutExpired:
-            continue
-    forward(signal.SIGTERM, None)
-    codes = [child.wait() for child in children]
-    # uvicorn re-raises the signal it was stopped with, so "killed by SIGTERM/SIGINT"
-    # after we asked it to stop is a clean exit too.
-    clean = {0, -signal.SIGTERM, -signal.SIGINT, 128 + signal.SIGINT}
-    return 0 if all(code in clean for code in codes) else 1
+    return supervise([Child(["api"], env), Child(["worker"], env)], restart=False)
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mimic", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("api", help="serve the HTTP API").set_defaults(func=cmd_api)
-    sub.add_parser("worker", help="run a procrastinate worker").set_defaults(func=cmd_worker)
+    worker = sub.add_parser("worker", help="run a procrastinate worker")
+    worker.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        help="worker processes to run (each takes WORKER_CONCURRENCY jobs at once)",
+    )
+    worker.set_defaults(func=cmd_worker)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("run", help="dev: API + worker (+ embedded Postgres)").set_defaults(func=cmd_run)
     sub.add_parser(

@@ -165,27 +165,30 @@ async def _autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.set_autocommit(True)
 
 
+def job_pool(dsn: str, *, size: int) -> psycopg_pool.AsyncConnectionPool:
+    """procrastinate's pool, tuned: autocommit (its queries are single statements, so no
+    BEGIN/COMMIT round trips) and no health check on every checkout (one round trip per
+    query). A connection broken by an outage fails its job, and the worker starts over."""
+    return psycopg_pool.AsyncConnectionPool(
+        dsn,
+        open=False,
+        min_size=1,
+        max_size=size,
+        kwargs={"application_name": "mimic-procrastinate"},
+        configure=_autocommit,
+        # Waiting for a connection longer than this means the database is gone: give up
+        # soon, so the worker notices (and says so) instead of hanging for psycopg's 30 s.
+        timeout=5,
+    )
+
+
 async def _run_connected(
     app: procrastinate.App, settings: Settings, deps: Deps, stop: asyncio.Event, *, wait: bool
 ) -> bool:
     """Run procrastinate's worker on a fresh pool until a stop (True) or a failure (False)."""
     assert settings.database.url is not None
     worker = settings.worker
-    # Our own pool, without procrastinate's per-checkout health check (one round trip per
-    # query): a connection broken by an outage fails its job, and we start over here.
-    pool = psycopg_pool.AsyncConnectionPool(
-        settings.database.url.get(),
-        open=False,
-        min_size=1,
-        max_size=worker.concurrency + 4,
-        # Waiting for a connection longer than this means the database is gone: give up
-        # soon, so the worker notices (and says so) instead of hanging for psycopg's 30 s.
-        timeout=5,
-        kwargs={"application_name": "mimic-procrastinate"},
-        # Autocommit: procrastinate's queries are single statements, so no BEGIN/COMMIT
-        # round trips around each one.
-        configure=_autocommit,
-    )
+    pool = job_pool(settings.database.url.get(), size=worker.concurrency + 4)
     connector = procrastinate.PsycopgConnector(conninfo=settings.database.url.get())
     await pool.open(wait=True, timeout=10)
     try:

@@ -147,10 +147,21 @@ async def connect(dsn: str, *, timeout: float = 10) -> AsyncIterator[Connection]
             await raw.close()
 
 
+async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Mimic keeps no session state (no LISTEN, SET, cursors or advisory locks on pooled
+    connections), so a connection goes back to the pool without asyncpg's reset query: one
+    round trip less per use. An open transaction is still rolled back by asyncpg itself."""
+
+
 async def create_pool(dsn: str, *, max_size: int) -> asyncpg.Pool[asyncpg.Record]:
     # min_size=0: the API starts (and /readyz answers 503) while the database is down.
     pool = await asyncpg.create_pool(
-        dsn, min_size=0, max_size=max_size, command_timeout=30, timeout=5
+        dsn,
+        min_size=0,
+        max_size=max_size,
+        command_timeout=30,
+        timeout=5,
+        reset=_keep_session,
     )
     assert pool is not None
     return pool
