@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -12,23 +13,57 @@ import time
 from collections.abc import Sequence
 
 from mimic.core.embedded import resolve_database
-from mimic.core.errors import MimicError
+from mimic.core.errors import DatabaseUnavailable, MimicError
 from mimic.core.logs import configure_logging
 from mimic.core.migrate import load_steps, migrate
 from mimic.core.settings import ConfigError, Settings
 
+logger = logging.getLogger("mimic")
 
-def _prepare(*, run_migrations: bool = True) -> Settings:
+
+def _stop_waiting(signum: int, _frame: object) -> None:
+    raise SystemExit(0)  # SIGTERM while waiting for the database: a clean stop
+
+
+def _migrate_when_reachable(settings: Settings) -> None:
+    """Apply migrations, waiting (with backoff) for a database that is not there yet."""
+    assert settings.database.url is not None
+    delay, waiting = 0.5, False
+    previous = signal.signal(signal.SIGTERM, _stop_waiting)
+    try:
+        while True:
+            try:
+                asyncio.run(migrate(settings.database.url.get(), load_steps()))
+            except DatabaseUnavailable as exc:
+                if not waiting:
+                    cause = type(exc.__cause__).__name__ if exc.__cause__ else "unavailable"
+                    logger.error("database unavailable at startup (%s); waiting for it", cause)
+                    waiting = True
+                time.sleep(delay)
+                delay = min(delay * 2, settings.worker.reconnect_max_seconds)
+                continue
+            if waiting:
+                logger.warning("database answered; starting")
+            return
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _prepare(*, run_migrations: bool = True, wait: bool = True) -> Settings:
+    """Settings, logging and the schema. Long-running commands (api, worker, run) wait for
+    a database that is not up yet; one-shot commands fail at once."""
     settings = resolve_database(Settings.from_env(os.environ))
     configure_logging(settings)
-    if run_migrations:
+    if run_migrations and wait:
+        _migrate_when_reachable(settings)
+    elif run_migrations:
         assert settings.database.url is not None
         asyncio.run(migrate(settings.database.url.get(), load_steps()))
     return settings
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
-    _prepare()
+    _prepare(wait=False)
     print("mimic: schema is current")
     return 0
 
@@ -75,7 +110,7 @@ def cmd_rotate_keys(_: argparse.Namespace) -> int:
     from mimic.core.deps import open_deps
     from mimic.email.credentials import rotate_credentials
 
-    settings = _prepare()
+    settings = _prepare(wait=False)
 
     async def rotate() -> int:
         async with open_deps(settings) as deps:

@@ -156,3 +156,23 @@ async def test_a_postgres_crash_loses_nothing_and_the_worker_carries_on(
         for name in ("api", "worker"):
             print(f"--- {name} ---\n{(tmp_path / f'{name}.log').read_text()[-5000:]}")
         print(json.dumps({s: list(answers.values()).count(s) for s in set(answers.values())}))
+
+
+async def test_a_worker_started_before_its_database_waits_for_it(tmp_path: pathlib.Path) -> None:
+    postgres = PrivatePostgres(tmp_path / "pg")
+    await migrate(postgres.uri, load_steps())
+    await asyncio.to_thread(postgres.crash)
+    health_port = free_port()
+    env = {**TEST_SECRETS, "DATABASE_URL": postgres.uri, "WORKER_HEALTH_PORT": str(health_port)}
+    worker = start_mimic("worker", env, log=tmp_path / "worker.log")
+    try:
+        await asyncio.sleep(2)
+        assert worker.poll() is None, "the worker gave up on a database that was not up yet"
+        await asyncio.to_thread(postgres.start)
+        await wait_for(lambda: ready(f"http://127.0.0.1:{health_port}/readyz"), within=30)
+    finally:
+        await asyncio.to_thread(stop, worker, signal.SIGTERM)
+    assert worker.returncode == 0
+    log = (tmp_path / "worker.log").read_text()
+    assert log.count("database unavailable at startup") == 1  # one line, not one per try
+    assert "database answered; starting" in log
