@@ -27,6 +27,7 @@ from mimic.core.settings import Settings
 from mimic.email import tracking
 from mimic.email.controller import CONTROLLERS as EMAIL_CONTROLLERS
 from mimic.email.rendering import Templates
+from mimic.events.controller import GatewayAdminController
 from mimic.events.routing import RoutingTable
 from mimic.webhooks.controller import StripeTestController, WebhookController
 
@@ -80,6 +81,7 @@ def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litest
     handlers: list[ControllerRouterHandler] = [
         HealthController,
         WebhookController,
+        GatewayAdminController,
         *EMAIL_CONTROLLERS,
     ]
     if settings.is_dev:

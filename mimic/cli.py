@@ -161,17 +161,27 @@ def supervise(children: list[Child], *, restart: bool) -> int:
     signal.signal(signal.SIGTERM, forward)
     for child in children:
         child.start()
+    delays = {id(child): 1.0 for child in children}
     while not stopping:
         time.sleep(0.2)
         for child in children:
             code = child.code()
             if code is None or stopping:
                 continue
-            if restart:
-                print(f"mimic: {' '.join(child.argv)} exited ({code}); restarting", flush=True)
-                child.start()
-            else:
+            if not restart:
                 forward(signal.SIGTERM, None)
+                break
+            delay = delays[id(child)]
+            print(
+                f"mimic: {' '.join(child.argv)} exited ({code}); restarting in {delay:g}s",
+                flush=True,
+            )
+            time.sleep(delay)
+            delays[id(child)] = min(delay * 2, 30.0)
+            if not stopping:
+                child.start()
+    # A signal that came while a child was being started: make sure every child has it.
+    forward(signal.SIGTERM, None)
     codes = [child.proc.wait() for child in children if child.proc is not None]
     return 0 if all(code in _CLEAN for code in codes) else 1
 

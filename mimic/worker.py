@@ -26,6 +26,7 @@ from mimic.core.health import WorkerState, worker_health_app
 from mimic.core.jobs import QUEUE_MAINTENANCE, Backoff, deps_of, queries
 from mimic.core.settings import Settings
 from mimic.email import tasks as email_tasks
+from mimic.events import tasks as event_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ async def retry_stalled_jobs(context: procrastinate.JobContext, timestamp: int) 
     deps: Deps = deps_of(context)
     stale = deps.settings.worker.stalled_after_seconds
     stalled = await context.app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stale)
+    # This sweep runs every few seconds: its own finished runs are noise in `make jobs`.
+    await deps.db.execute(queries["forget_sweeps"], SWEEP_TASK, context.job.id)
     retried = 0
     for job in stalled:
         if job.task_name == SWEEP_TASK:
@@ -47,7 +50,23 @@ async def retry_stalled_jobs(context: procrastinate.JobContext, timestamp: int) 
             if await conn.fetchval(queries["retry_stalled_job"], job.id, stale):
                 retried += 1
                 logger.warning("retried stalled job %s (%s)", job.id, job.task_name)
+    if not retried:
+        logger.debug("no stalled jobs")
     return retried
+
+
+REMOVE_OLD_JOBS_TASK = "mimic.tasks.remove_old_jobs"
+
+
+async def remove_old_jobs(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Periodic: procrastinate's own deletion of finished jobs (and their events) older than
+    JOB_RETENTION_DAYS. (procrastinate's builtin task cannot be periodic as it is: periodic
+    jobs get a ``timestamp`` argument it does not take.)"""
+    days = deps_of(context).settings.retention.job_days
+    if days:
+        await context.app.job_manager.delete_old_jobs(
+            nb_hours=days * 24, include_failed=True, include_cancelled=True, include_aborted=True
+        )
 
 
 def sweep_cron(seconds: int) -> str:
@@ -57,11 +76,25 @@ def sweep_cron(seconds: int) -> str:
 def maintenance() -> procrastinate.Blueprint:
     tasks = procrastinate.Blueprint()
     tasks.task(name=SWEEP_TASK, queue=QUEUE_MAINTENANCE, pass_context=True)(retry_stalled_jobs)
+    tasks.task(name=REMOVE_OLD_JOBS_TASK, queue=QUEUE_MAINTENANCE, pass_context=True)(
+        remove_old_jobs
+    )
     return tasks
 
 
 #: Every domain's blueprint, made anew for each app. Task names are the seed's, unchanged.
-BLUEPRINTS = (billing_tasks.blueprint, email_tasks.blueprint, maintenance)
+BLUEPRINTS = (
+    billing_tasks.blueprint,
+    email_tasks.blueprint,
+    event_tasks.blueprint,
+    maintenance,
+)
+#: Retention jobs, hourly (at different minutes).
+HOURLY = {
+    REMOVE_OLD_JOBS_TASK: "7 * * * *",
+    event_tasks.PRUNE_TASK: "17 * * * *",
+    email_tasks.PURGE_TASK: "27 * * * *",
+}
 
 
 def build_app(settings: Settings) -> procrastinate.App:
@@ -69,7 +102,7 @@ def build_app(settings: Settings) -> procrastinate.App:
     assert settings.database.url is not None, "resolve the database URL first"
     connector = procrastinate.PsycopgConnector(
         conninfo=settings.database.url.get(),
-        kwargs={"application_name": "mimic-procrastinate"},
+        kwargs={"application_name": "mimic-procrastinate", **LIBPQ_TIMEOUTS},
     )
     app = procrastinate.App(connector=connector)
     for blueprint in BLUEPRINTS:
@@ -77,6 +110,8 @@ def build_app(settings: Settings) -> procrastinate.App:
         app.add_tasks_from(blueprint(), namespace="")
     sweep = app.tasks[SWEEP_TASK]
     app.periodic(cron=sweep_cron(settings.worker.stalled_sweep_seconds))(sweep)
+    for name, cron in HOURLY.items():
+        app.periodic(cron=cron)(app.tasks[name])
     return app
 
 
@@ -134,7 +169,7 @@ def _describe(exc: BaseException) -> str:
 
 async def _database_answers(dsn: str) -> bool:
     try:
-        conn = await psycopg.AsyncConnection.connect(dsn, connect_timeout=5)
+        conn = await psycopg.AsyncConnection.connect(dsn, **LIBPQ_TIMEOUTS)
     except (psycopg.Error, OSError):
         return False
     try:
@@ -146,11 +181,17 @@ async def _database_answers(dsn: str) -> bool:
     return True
 
 
-async def _wait_for_database(settings: Settings, stop: asyncio.Event) -> None:
-    """Probe with backoff (jittered, capped) until the database answers or a stop arrives."""
+async def _wait_for_database(settings: Settings, stop: asyncio.Event, failures: int) -> None:
+    """Probe with backoff (jittered, capped) until the database answers or a stop arrives.
+
+    ``failures`` counts the worker's recent failures: one that fails again at once, while
+    the database answers (a read-only standby, a bug), still waits longer each time.
+    """
     assert settings.database.url is not None
     backoff = Backoff(base=0.5, cap=settings.worker.reconnect_max_seconds)
-    failures = 0
+    if failures > 1:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=backoff.delay(failures - 1))
     while not stop.is_set():
         if await _database_answers(settings.database.url.get()):
             return
@@ -165,6 +206,18 @@ async def _autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.set_autocommit(True)
 
 
+#: A dropped network (not a refused connection) must also end in an error, within seconds,
+#: not after TCP gives up (minutes): connect timeout, keepalives, unacknowledged-send limit.
+LIBPQ_TIMEOUTS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+
+
 def job_pool(dsn: str, *, size: int) -> psycopg_pool.AsyncConnectionPool:
     """procrastinate's pool, tuned: autocommit (its queries are single statements, so no
     BEGIN/COMMIT round trips) and no health check on every checkout (one round trip per
@@ -174,7 +227,7 @@ def job_pool(dsn: str, *, size: int) -> psycopg_pool.AsyncConnectionPool:
         open=False,
         min_size=1,
         max_size=size,
-        kwargs={"application_name": "mimic-procrastinate"},
+        kwargs={"application_name": "mimic-procrastinate", **LIBPQ_TIMEOUTS},
         configure=_autocommit,
         # Waiting for a connection longer than this means the database is gone: give up
         # soon, so the worker notices (and says so) instead of hanging for psycopg's 30 s.
@@ -183,15 +236,22 @@ def job_pool(dsn: str, *, size: int) -> psycopg_pool.AsyncConnectionPool:
 
 
 async def _run_connected(
-    app: procrastinate.App, settings: Settings, deps: Deps, stop: asyncio.Event, *, wait: bool
+    app: procrastinate.App,
+    settings: Settings,
+    deps: Deps,
+    stop: asyncio.Event,
+    state: WorkerState,
+    *,
+    wait: bool,
 ) -> bool:
     """Run procrastinate's worker on a fresh pool until a stop (True) or a failure (False)."""
     assert settings.database.url is not None
     worker = settings.worker
     pool = job_pool(settings.database.url.get(), size=worker.concurrency + 4)
     connector = procrastinate.PsycopgConnector(conninfo=settings.database.url.get())
-    await pool.open(wait=True, timeout=10)
     try:
+        await pool.open(wait=True, timeout=10)
+        state.reason = None  # connected: ready
         with app.replace_connector(connector):
             async with app.open_async(pool=pool):
                 run = asyncio.create_task(
@@ -256,14 +316,14 @@ async def run_worker(
             loop.add_signal_handler(sig, stop.set)
     try:
         async with open_deps(settings) as deps, serve_health(settings, state):
-            lost = False
+            lost, failures = False, 0
             while not stop.is_set():
+                started = loop.time()
                 try:
-                    state.reason = None
                     if lost:
                         logger.warning("database back: worker resumed")
                         lost = False
-                    if await _run_connected(app, settings, deps, stop, wait=wait):
+                    if await _run_connected(app, settings, deps, stop, state, wait=wait):
                         break
                     reason = "the worker lost its database connection"
                 except Exception as exc:
@@ -273,8 +333,10 @@ async def run_worker(
                     reason = _describe(exc)
                 state.reason = f"database unavailable: {reason}"
                 lost = True
+                # A run that lasted a while was a real recovery: count failures afresh.
+                failures = 1 if loop.time() - started > 60 else failures + 1
                 logger.error("database lost (%s); worker paused, reconnecting", reason)
-                await _wait_for_database(settings, stop)
+                await _wait_for_database(settings, stop, failures)
     finally:
         if install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import Any
 
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
@@ -30,3 +32,15 @@ def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRoute
         matched |= hmac.compare_digest(presented, key.get().encode())
     if not presented or not matched:
         raise Unauthorized()
+    connection.state.api_key_id = key_id(presented)
+
+
+def key_id(key: bytes) -> str:
+    """How logs and the audit log name a key: a fingerprint, never the key itself."""
+    return "key_" + hashlib.sha256(key).hexdigest()[:12]
+
+
+def current_key_id(request: Request[Any, Any, Any]) -> str:
+    """The id of the key that authenticated this request (set by ``require_api_key``)."""
+    found: str = request.state.api_key_id
+    return found

@@ -162,6 +162,9 @@ async def create_pool(dsn: str, *, max_size: int) -> asyncpg.Pool[asyncpg.Record
         command_timeout=30,
         timeout=5,
         reset=_keep_session,
+        # The list queries take optional filters (`$1 IS NULL OR provider = $1`): a plan made
+        # for the values at hand uses the right index; a cached generic plan may not.
+        server_settings={"plan_cache_mode": "force_custom_plan"},
     )
     assert pool is not None
     return pool

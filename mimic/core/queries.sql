@@ -20,3 +20,10 @@ WITH job AS (
 SELECT count(*) FROM (
     SELECT procrastinate_retry_job_v2(job.id, now(), NULL, NULL, NULL) FROM job
 ) AS retried
+
+-- name: forget_sweeps
+-- The stalled-job sweep's own earlier runs that succeeded (it runs every few seconds).
+-- (procrastinate keeps a reference to the latest periodic job of each task: kept too.)
+DELETE FROM procrastinate_jobs
+ WHERE task_name = $1 AND status = 'succeeded' AND id <> $2
+   AND id NOT IN (SELECT job_id FROM procrastinate_periodic_defers WHERE job_id IS NOT NULL)

@@ -233,6 +233,34 @@ class WebhookSettings(msgspec.Struct, kw_only=True, frozen=True):
     }
 
 
+def _retention(raw: str) -> int:
+    days = int(raw)
+    # Deduplication lives in the events themselves: keep them at least as long as providers
+    # retry (Stripe: up to 3 days), or a late retry would be taken for a new event.
+    if days != 0 and days < 3:
+        raise ValueError(raw)
+    return days
+
+
+EVENT_RETENTION = Parser("0 (keep forever) or a number of days >= 3", _retention)
+
+
+class RetentionSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """How long Mimic keeps what it stored; 0 keeps forever."""
+
+    event_days: int = 90
+    #: procrastinate's finished jobs (succeeded, and failed/cancelled/aborted ones too).
+    job_days: int = 14
+    #: Rendered email bodies hold live links (password resets): blanked after this.
+    email_body_days: int = 30
+
+    ENV: ClassVar = {
+        "event_days": ("EVENT_RETENTION_DAYS", EVENT_RETENTION),
+        "job_days": ("JOB_RETENTION_DAYS", integer(low=0)),
+        "email_body_days": ("EMAIL_BODY_RETENTION_DAYS", integer(low=0)),
+    }
+
+
 class DeliverySettings(msgspec.Struct, kw_only=True, frozen=True):
     """How the gateway retries a delivery to an internal service."""
 
@@ -353,6 +381,7 @@ GROUPS: dict[str, type[msgspec.Struct]] = {
     "database": DatabaseSettings,
     "webhooks": WebhookSettings,
     "delivery": DeliverySettings,
+    "retention": RetentionSettings,
     "inkpass": InkpassSettings,
     "billing": BillingSettings,
     "email": EmailSettings,
@@ -366,6 +395,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
+    retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     inkpass: InkpassSettings = msgspec.field(default_factory=InkpassSettings)
     billing: BillingSettings = msgspec.field(default_factory=BillingSettings)
     email: EmailSettings = msgspec.field(default_factory=EmailSettings)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, get_args
+from typing import Annotated, Any, get_args
 
-from litestar import Controller, Response, delete, get, post, put
+from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from mimic.core.auth import require_api_key
+from mimic.core.audit import audited
+from mimic.core.auth import current_key_id, require_api_key
 from mimic.core.deps import Deps
 from mimic.core.errors import BadRequest, ErrorBody
 from mimic.email import repository
@@ -147,10 +148,13 @@ class CredentialController(_Internal):
         provider: FromPath[str],
         data: JSONBody[CredentialIn],
         deps: NamedDependency[Deps],
+        request: Request[Any, Any, Any],
     ) -> CredentialOut:
-        return await put_credential(
-            deps.db, deps.keyring, check_tenant(tenant_id), _provider(provider), data
-        )
+        target = f"{tenant_id}/{provider}"
+        async with audited(deps.db, current_key_id(request), "put_credential", [target]):
+            return await put_credential(
+                deps.db, deps.keyring, check_tenant(tenant_id), _provider(provider), data
+            )
 
     @get("/", summary="A tenant's credential: provider, from_email, last 4, times")
     async def get_cred(
@@ -160,9 +164,15 @@ class CredentialController(_Internal):
 
     @delete("/", summary="Remove a tenant's credential")
     async def delete_cred(
-        self, tenant_id: FromPath[str], provider: FromPath[str], deps: NamedDependency[Deps]
+        self,
+        tenant_id: FromPath[str],
+        provider: FromPath[str],
+        deps: NamedDependency[Deps],
+        request: Request[Any, Any, Any],
     ) -> None:
-        await delete_credential(deps.db, check_tenant(tenant_id), _provider(provider))
+        target = f"{tenant_id}/{provider}"
+        async with audited(deps.db, current_key_id(request), "delete_credential", [target]):
+            await delete_credential(deps.db, check_tenant(tenant_id), _provider(provider))
 
 
 CONTROLLERS = [NotificationController, TemplateController, CredentialController]

@@ -13,6 +13,22 @@ RETURNING id
 SELECT id, request_hash FROM notifications
  WHERE coalesce(tenant_id, '') = coalesce($1, '') AND idempotency_key = $2
 
+-- name: add_recipients
+-- Index a new notification by each of its recipients.
+INSERT INTO notification_recipients (address, created_at, notification_id)
+SELECT DISTINCT r.address, n.created_at, n.id FROM notifications n, unnest(n."to") AS r(address)
+ WHERE n.id = $1
+
+-- name: purge_bodies
+-- Drop the rendered bodies of finished notifications older than the retention (a batch).
+UPDATE notifications SET html = '', text = '', body_purged_at = now()
+ WHERE id IN (SELECT id FROM notifications
+               WHERE created_at < now() - make_interval(days => $1)
+                 AND body_purged_at IS NULL
+                 AND status NOT IN ('queued', 'sending')
+               ORDER BY created_at LIMIT $2
+                 FOR UPDATE SKIP LOCKED)
+
 -- name: add_timeline
 -- Append a status event to a notification's timeline (provider events once each).
 INSERT INTO notification_events (notification_id, status, detail, provider_event_id, occurred_at)
@@ -33,15 +49,27 @@ SELECT status, detail, occurred_at FROM notification_events
  WHERE notification_id = $1 ORDER BY occurred_at, id
 
 -- name: list_notifications
--- Keyset page, newest first: ($5, $6) is the (created_at, id) of the previous page's last row.
+-- Keyset page, newest first: ($4, $5) is the (created_at, id) of the previous page's last row.
 SELECT id, tenant_id, template, "to", subject, provider, provider_message_id, status, error,
        attempts, created_at, updated_at, sent_at
   FROM notifications
  WHERE ($1::text IS NULL OR tenant_id = $1)
    AND ($2::text IS NULL OR status = $2)
-   AND ($3::text IS NULL OR "to" @> ARRAY[$3::text])
-   AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6::uuid))
+   AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5::uuid))
  ORDER BY created_at DESC, id DESC
+ LIMIT $3
+
+-- name: list_notifications_to
+-- The same page for one recipient, walking notification_recipients in order.
+SELECT n.id, n.tenant_id, n.template, n."to", n.subject, n.provider, n.provider_message_id,
+       n.status, n.error, n.attempts, n.created_at, n.updated_at, n.sent_at
+  FROM notification_recipients r
+  JOIN notifications n ON n.id = r.notification_id
+ WHERE r.address = $3
+   AND ($1::text IS NULL OR n.tenant_id = $1)
+   AND ($2::text IS NULL OR n.status = $2)
+   AND ($5::timestamptz IS NULL OR (r.created_at, r.notification_id) < ($5, $6::uuid))
+ ORDER BY r.created_at DESC, r.notification_id DESC
  LIMIT $4
 
 -- name: claim_send

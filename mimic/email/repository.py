@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import datetime
 import uuid
 
 import msgspec
 
 from mimic.core.db import Database, as_struct, as_structs, load_queries
-from mimic.core.errors import BadRequest, NotFound
+from mimic.core.errors import NotFound
+from mimic.core.pagination import after, encode_cursor
 from mimic.email.schemas import (
     NotificationOut,
     NotificationStatus,
@@ -57,20 +56,6 @@ async def get_notification(db: Database, notification_id: uuid.UUID) -> Notifica
     return as_struct({**dict(row), "timeline": timeline}, NotificationOut)
 
 
-def encode_cursor(created_at: datetime.datetime, notification_id: uuid.UUID) -> str:
-    raw = f"{created_at.isoformat()}|{notification_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime.datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        when, _, ident = raw.partition("|")
-        return datetime.datetime.fromisoformat(when), uuid.UUID(ident)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("cursor is not one this API returned", code="invalid_cursor") from None
-
-
 async def list_notifications(
     db: Database,
     *,
@@ -80,10 +65,15 @@ async def list_notifications(
     limit: int,
     cursor: str | None,
 ) -> Page:
-    after = decode_cursor(cursor) if cursor else (None, None)
-    rows = await db.fetch(
-        queries["list_notifications"], tenant_id, status, to, limit + 1, after[0], after[1]
-    )
+    since = after(cursor)
+    if to is None:
+        rows = await db.fetch(
+            queries["list_notifications"], tenant_id, status, limit + 1, since[0], since[1]
+        )
+    else:
+        rows = await db.fetch(
+            queries["list_notifications_to"], tenant_id, status, to, limit + 1, since[0], since[1]
+        )
     items = as_structs(rows[:limit], NotificationSummary)
     next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
     return Page(items=items, next_cursor=next_cursor)

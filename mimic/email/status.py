@@ -93,6 +93,7 @@ async def create(
         )
         if inserted is None:
             return None
+        await conn.execute(queries["add_recipients"], notification_id)
         await _timeline(conn, notification_id, "queued", None)
         await defer_jobs(
             conn,
@@ -172,3 +173,15 @@ async def _timeline(
     conn: Connection, notification_id: uuid.UUID, status: str, detail: str | None
 ) -> None:
     await conn.execute(queries["add_timeline"], notification_id, status, detail, None, None)
+
+
+async def purge_bodies(db: Database, *, older_than_days: int, batch: int = 500) -> int:
+    """Blank the rendered bodies of finished notifications past the retention; metadata and
+    timeline stay. Returns how many were purged."""
+    purged = 0
+    while True:
+        done = await db.execute(queries["purge_bodies"], older_than_days, batch)
+        count = int(done.split()[-1])
+        purged += count
+        if count < batch:
+            return purged

@@ -89,7 +89,7 @@ async def run_delivery(deps: Deps, delivery_id: str, perform: Perform) -> None:
     except asyncio.CancelledError:
         # The worker is shutting down (or an operator aborted the job): the attempt may or
         # may not have reached the target. Say so; the job comes back with the same key.
-        note = f"attempt {context.attempt} was cut off by a worker shutdown; retried"
+        note = f"attempt {context.attempt} was cut off (worker shutdown, or an operator's abort)"
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
                 asyncio.shield(repository.interrupt_delivery(deps.db, did, note)), timeout=2

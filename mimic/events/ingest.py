@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from mimic.core.db import Database
+from mimic.core.db import Connection, Database
 from mimic.core.errors import BadRequest, InvalidInput
 from mimic.core.jobs import QUEUE_WEBHOOKS, JobToDefer, defer_jobs
 from mimic.events import repository
@@ -32,18 +32,27 @@ async def _store(db: Database, event: IncomingEvent, routes: Sequence[Route]) ->
         if not await repository.insert_event(conn, new_id, event, routed=bool(routes)):
             existing = await repository.find_event_id(conn, event.provider, event.event_id)
             return WebhookAccepted(event_id=existing, duplicate=True)
-        if routes:
-            delivery_ids = [uuid.uuid4() for _ in routes]
-            job_ids = await defer_jobs(
-                conn,
-                [
-                    JobToDefer(
-                        task_name=route.task_name,
-                        queue=QUEUE_WEBHOOKS,
-                        args={"delivery_id": str(delivery_id)},
-                    )
-                    for route, delivery_id in zip(routes, delivery_ids, strict=True)
-                ],
-            )
-            await repository.insert_deliveries(conn, new_id, delivery_ids, routes, job_ids)
+        await enqueue_routes(conn, new_id, routes)
     return WebhookAccepted(event_id=new_id, duplicate=False)
+
+
+async def enqueue_routes(
+    conn: Connection, event_uuid: uuid.UUID, routes: Sequence[Route]
+) -> list[uuid.UUID]:
+    """One delivery and one job per route, on the caller's transaction."""
+    if not routes:
+        return []
+    delivery_ids = [uuid.uuid4() for _ in routes]
+    job_ids = await defer_jobs(
+        conn,
+        [
+            JobToDefer(
+                task_name=route.task_name,
+                queue=QUEUE_WEBHOOKS,
+                args={"delivery_id": str(delivery_id)},
+            )
+            for route, delivery_id in zip(routes, delivery_ids, strict=True)
+        ],
+    )
+    await repository.insert_deliveries(conn, event_uuid, delivery_ids, routes, job_ids)
+    return delivery_ids

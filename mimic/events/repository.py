@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from mimic.core.db import Connection, Database, as_struct, load_queries
-from mimic.events.schemas import DeliveryContext, DeliveryStatus, IncomingEvent, Route
+import asyncpg
+import msgspec
+
+from mimic.core.db import Connection, Database, as_struct, as_structs, load_queries
+from mimic.events.schemas import (
+    BulkRetryOut,
+    DeliveryContext,
+    DeliveryStatus,
+    DeliverySummary,
+    EventDetail,
+    EventStatus,
+    EventSummary,
+    IncomingEvent,
+    Route,
+)
 
 queries = load_queries("mimic.events")
 
@@ -90,3 +104,143 @@ async def finish_delivery(
 async def interrupt_delivery(db: Database, delivery_id: uuid.UUID, reason: str) -> None:
     """Say why an attempt cut off by a shutdown will run again."""
     await db.execute(queries["interrupt_delivery"], delivery_id, reason)
+
+
+# --- admin reads and writes ---------------------------------------------------------------------
+
+
+async def list_events(
+    db: Database,
+    *,
+    provider: str | None,
+    status: str | None,
+    event_type: str | None,
+    since: datetime.datetime | None,
+    until: datetime.datetime | None,
+    limit: int,
+    after: tuple[datetime.datetime | None, uuid.UUID | None],
+) -> list[EventSummary]:
+    rows = await db.fetch(
+        queries["list_events"], provider, status, event_type, since, until, limit, *after
+    )
+    return as_structs(rows, EventSummary)
+
+
+async def get_event(db: Database, event_uuid: uuid.UUID) -> EventDetail | None:
+    row = await db.fetchrow(queries["get_event"], event_uuid)
+    return await _detail(db, row) if row is not None else None
+
+
+async def get_event_by_provider_id(
+    db: Database, provider: str, event_id: str
+) -> EventDetail | None:
+    row = await db.fetchrow(queries["get_event_by_provider_id"], provider, event_id)
+    return await _detail(db, row) if row is not None else None
+
+
+async def _detail(db: Database, row: asyncpg.Record) -> EventDetail:
+    deliveries = [
+        {**dict(d), "result": json.loads(d["result"]) if d["result"] else None}
+        for d in await db.fetch(queries["event_deliveries"], row["id"])
+    ]
+    fields = {**dict(row), "payload": json.loads(row["payload"]), "deliveries": deliveries}
+    return as_struct(fields, EventDetail)
+
+
+async def lock_event(conn: Connection, event_uuid: uuid.UUID) -> tuple[str, str] | None:
+    """(provider, event type) of an event, locked for a replay; None if unknown."""
+    row = await conn.fetchrow(queries["lock_event_for_replay"], event_uuid)
+    return (row["provider"], row["event_type"]) if row is not None else None
+
+
+async def supersede_deliveries(conn: Connection, event_uuid: uuid.UUID) -> None:
+    await conn.execute(queries["supersede_deliveries"], event_uuid)
+
+
+async def restart_event(conn: Connection, event_uuid: uuid.UUID, status: EventStatus) -> None:
+    await conn.execute(queries["restart_event"], event_uuid, status)
+
+
+async def list_deliveries(
+    db: Database,
+    *,
+    status: str | None,
+    target: str | None,
+    since: datetime.datetime | None,
+    until: datetime.datetime | None,
+    limit: int,
+    after: tuple[datetime.datetime | None, uuid.UUID | None],
+) -> list[DeliverySummary]:
+    rows = await db.fetch(queries["list_deliveries"], status, target, since, until, limit, *after)
+    return as_structs(rows, DeliverySummary)
+
+
+class Retryable(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    event_id: uuid.UUID
+    task_name: str
+
+
+async def lock_delivery(conn: Connection, delivery_id: uuid.UUID) -> tuple[str, bool] | None:
+    """(status, superseded) of one delivery, locked; None if unknown."""
+    row = await conn.fetchrow(queries["lock_failed_delivery"], delivery_id)
+    return (row["status"], row["superseded"]) if row is not None else None
+
+
+async def lock_failed(conn: Connection, ids: Sequence[uuid.UUID]) -> list[Retryable]:
+    return as_structs(await conn.fetch(queries["lock_failed_batch"], list(ids)), Retryable)
+
+
+async def pick_failed(
+    db: Database,
+    *,
+    target: str | None,
+    since: datetime.datetime | None,
+    until: datetime.datetime | None,
+    limit: int,
+) -> list[uuid.UUID]:
+    rows = await db.fetch(queries["pick_failed_deliveries"], target, since, until, limit)
+    return [row["id"] for row in rows]
+
+
+async def reset_deliveries(
+    conn: Connection, ids: Sequence[uuid.UUID], job_ids: Sequence[int]
+) -> None:
+    """Failed -> pending with a fresh attempt budget and new jobs; events rolled up again."""
+    events = {
+        row["event_id"] for row in await conn.fetch(queries["reset_deliveries"], ids, job_ids)
+    }
+    for event_uuid in sorted(events):
+        await conn.execute(queries["roll_up_event"], event_uuid)
+
+
+async def create_bulk_retry(
+    conn: Connection, bulk_id: uuid.UUID, filters: dict[str, Any], key_id: str, job_id: int
+) -> None:
+    await conn.execute(
+        queries["create_bulk_retry"], bulk_id, json.dumps(filters, default=str), key_id, job_id
+    )
+
+
+async def get_bulk_retry(db: Database, bulk_id: uuid.UUID) -> BulkRetryOut | None:
+    row = await db.fetchrow(queries["get_bulk_retry"], bulk_id)
+    if row is None:
+        return None
+    return as_struct({**dict(row), "filters": json.loads(row["filters"])}, BulkRetryOut)
+
+
+async def update_bulk_retry(
+    db: Database, bulk_id: uuid.UUID, status: str, total: int, retried: int
+) -> None:
+    await db.execute(queries["update_bulk_retry"], bulk_id, status, total, retried)
+
+
+async def prune_events(db: Database, *, older_than_days: int, batch: int = 1000) -> int:
+    """Delete finished events past the retention in small transactions (no long locks)."""
+    deleted = 0
+    while True:
+        done = await db.execute(queries["prune_events"], older_than_days, batch)
+        count = int(done.split()[-1])
+        deleted += count
+        if count < batch:
+            return deleted

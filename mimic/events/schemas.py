@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -61,3 +62,115 @@ class Outcome(msgspec.Struct, kw_only=True, frozen=True):
     error: str | None = None
     result: dict[str, Any] | None = None
     retry_after: float | None = None
+
+
+# --- the admin API's bodies -------------------------------------------------------------------
+
+
+class EventSummary(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    provider: str
+    event_type: str
+    event_id: str
+    status: EventStatus
+    received_at: datetime.datetime
+    processed_at: datetime.datetime | None
+    error_message: str | None
+    retry_count: int
+
+
+class EventPage(msgspec.Struct, kw_only=True):
+    items: list[EventSummary]
+    next_cursor: str | None
+
+
+class DeliveryOut(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    target_service: str
+    task_name: str
+    status: DeliveryStatus
+    attempt_count: int
+    last_error: str | None
+    result: dict[str, Any] | None
+    job_id: int | None
+    #: procrastinate's status of the delivery's job (todo, doing, succeeded, failed, ...).
+    job_status: str | None
+    #: True for deliveries a replay replaced; they stay for audit.
+    superseded: bool
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+    completed_at: datetime.datetime | None
+
+
+class EventDetail(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    provider: str
+    event_type: str
+    event_id: str
+    payload: dict[str, Any]
+    #: The signature header as received (Stripe-Signature or svix-signature).
+    signature: str | None
+    status: EventStatus
+    received_at: datetime.datetime
+    processed_at: datetime.datetime | None
+    error_message: str | None
+    retry_count: int
+    deliveries: list[DeliveryOut]
+
+
+class DeliverySummary(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    event_uuid: uuid.UUID
+    provider: str
+    event_type: str
+    event_id: str
+    target_service: str
+    task_name: str
+    status: DeliveryStatus
+    attempt_count: int
+    last_error: str | None
+    job_id: int | None
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+class DeliveryPage(msgspec.Struct, kw_only=True):
+    items: list[DeliverySummary]
+    next_cursor: str | None
+
+
+class Replayed(msgspec.Struct, kw_only=True):
+    event_id: uuid.UUID
+    #: The routes today's routing table gave the event (none: it is stored as ignored).
+    routes: list[Route]
+    delivery_ids: list[uuid.UUID]
+
+
+class Retried(msgspec.Struct, kw_only=True):
+    delivery_id: uuid.UUID
+    job_id: int
+
+
+BULK_RETRY_LIMIT = 10_000
+
+
+class BulkRetryIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Which failed deliveries to retry. Only ``failed`` ones can be retried."""
+
+    status: Literal["failed"] = "failed"
+    target: str | None = None
+    since: datetime.datetime | None = None
+    until: datetime.datetime | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=BULK_RETRY_LIMIT)] = BULK_RETRY_LIMIT
+
+
+class BulkRetryOut(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    status: Literal["queued", "running", "done"]
+    #: Deliveries matched (known once the job has started) and retried so far.
+    total: int
+    retried: int
+    job_id: int | None
+    filters: dict[str, Any]
+    created_at: datetime.datetime
+    finished_at: datetime.datetime | None

@@ -71,10 +71,11 @@ async def test_a_postgres_crash_loses_nothing_and_the_worker_carries_on(
         await wait_for(lambda: ready(f"{api_url}/readyz"), within=60)
         await wait_for(lambda: ready(worker_ready), within=60)
 
-        async def send_steadily(seconds: float) -> None:
+        done_sending = asyncio.Event()
+
+        async def send_steadily() -> None:
             async with httpx.AsyncClient(base_url=api_url, timeout=10) as http:
-                deadline = time.monotonic() + seconds
-                while time.monotonic() < deadline:
+                while not done_sending.is_set():
                     event_id = f"evt_{uuid.uuid4().hex}"
                     body = stripe_event("invoice.paid", id=event_id)
                     try:
@@ -85,7 +86,7 @@ async def test_a_postgres_crash_loses_nothing_and_the_worker_carries_on(
                         answers[event_id] = 0  # no answer: the provider would retry
                     await asyncio.sleep(0.02)
 
-        sending = asyncio.create_task(send_steadily(6.0))
+        sending = asyncio.create_task(send_steadily())
         await asyncio.sleep(1.5)
         await asyncio.to_thread(postgres.crash)
         crashed_at = time.monotonic()
@@ -97,6 +98,8 @@ async def test_a_postgres_crash_loses_nothing_and_the_worker_carries_on(
         await asyncio.sleep(max(0.0, crashed_at + 2.0 - time.monotonic()))
         await asyncio.to_thread(postgres.start)
         restarted_at = time.monotonic()
+        await asyncio.sleep(2.5)  # keep sending after the restart: the API must recover too
+        done_sending.set()
         await sending
         await wait_for(lambda: ready(worker_ready), within=30)
 
@@ -105,7 +108,7 @@ async def test_a_postgres_crash_loses_nothing_and_the_worker_carries_on(
         acknowledged = {e for e, s in answers.items() if s == 200}
         refused = {e for e, s in answers.items() if s != 200}
         assert refused, "the crash refused nothing: the test did not test the outage"
-        assert len(acknowledged) > 50
+        assert len(acknowledged) > 10
         # The API came back by itself too.
         assert any(answered_at[e] > restarted_at for e in acknowledged)
 

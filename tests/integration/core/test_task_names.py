@@ -27,6 +27,10 @@ OTHER_TASKS = {
     "mimic.tasks.handle_email_delivery_event",
     "mimic.tasks.send_email",
     "mimic.tasks.retry_stalled_jobs",
+    "mimic.tasks.bulk_retry_deliveries",
+    "mimic.tasks.prune_events",
+    "mimic.tasks.purge_email_bodies",
+    "mimic.tasks.remove_old_jobs",
 }
 
 # What an older Mimic wrote: procrastinate's own defer function with a literal task name.

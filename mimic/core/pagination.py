@@ -1,0 +1,38 @@
+"""Keyset pagination: an opaque cursor for "the rows after (created_at, id)", newest first."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import uuid
+
+from mimic.core.errors import BadRequest
+
+
+def encode_cursor(at: datetime.datetime, row_id: uuid.UUID) -> str:
+    raw = f"{at.isoformat()}|{row_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime.datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, _, ident = raw.partition("|")
+        at = datetime.datetime.fromisoformat(when)
+        if at.tzinfo is None:
+            raise ValueError(when)
+        return at, uuid.UUID(ident)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("cursor is not one this API returned", code="invalid_cursor") from None
+
+
+def after(cursor: str | None) -> tuple[datetime.datetime | None, uuid.UUID | None]:
+    """The (time, id) to continue after, or (None, None) for the first page."""
+    return decode_cursor(cursor) if cursor else (None, None)
+
+
+def aware(value: datetime.datetime | None) -> datetime.datetime | None:
+    """A query-string time without an offset is taken as UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=datetime.UTC)
+    return value

@@ -1,0 +1,218 @@
+"""What operators do with the gateway: look up events, replay them, retry deliveries."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid
+from typing import Any
+
+from mimic.core.db import Connection, Database
+from mimic.core.errors import BadRequest, Conflict, NotFound
+from mimic.core.jobs import QUEUE_MAINTENANCE, QUEUE_WEBHOOKS, JobToDefer, defer_jobs
+from mimic.core.pagination import after, aware, encode_cursor
+from mimic.events import repository
+from mimic.events.ingest import enqueue_routes
+from mimic.events.routing import RoutingTable
+from mimic.events.schemas import (
+    BulkRetryIn,
+    BulkRetryOut,
+    DeliveryPage,
+    EventDetail,
+    EventPage,
+    Replayed,
+    Retried,
+)
+
+logger = logging.getLogger(__name__)
+
+BULK_RETRY_TASK = "mimic.tasks.bulk_retry_deliveries"
+BULK_BATCH = 200
+
+
+async def list_events(
+    db: Database,
+    *,
+    provider: str | None,
+    status: str | None,
+    event_type: str | None,
+    since: datetime.datetime | None,
+    until: datetime.datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> EventPage:
+    rows = await repository.list_events(
+        db,
+        provider=provider,
+        status=status,
+        event_type=event_type,
+        since=aware(since),
+        until=aware(until),
+        limit=limit + 1,
+        after=after(cursor),
+    )
+    items = rows[:limit]
+    more = len(rows) > limit
+    return EventPage(
+        items=items,
+        next_cursor=encode_cursor(items[-1].received_at, items[-1].id) if more else None,
+    )
+
+
+async def get_event(db: Database, event_id: str, provider: str | None) -> EventDetail:
+    """By Mimic's uuid, or by the provider's own id when ``provider`` is given."""
+    if provider is not None:
+        found = await repository.get_event_by_provider_id(db, provider, event_id)
+    else:
+        found = await repository.get_event(db, parse_uuid(event_id, "event_id"))
+    if found is None:
+        raise NotFound(f"no event {event_id}" + (f" from {provider}" if provider else ""))
+    return found
+
+
+def parse_uuid(value: str, name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise BadRequest(
+            f"{name} must be a uuid (or pass ?provider= with the provider's own id)",
+            code=f"invalid_{name}",
+        ) from None
+
+
+async def list_deliveries(
+    db: Database,
+    *,
+    status: str | None,
+    target: str | None,
+    since: datetime.datetime | None,
+    until: datetime.datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> DeliveryPage:
+    rows = await repository.list_deliveries(
+        db,
+        status=status,
+        target=target,
+        since=aware(since),
+        until=aware(until),
+        limit=limit + 1,
+        after=after(cursor),
+    )
+    items = rows[:limit]
+    more = len(rows) > limit
+    return DeliveryPage(
+        items=items,
+        next_cursor=encode_cursor(items[-1].created_at, items[-1].id) if more else None,
+    )
+
+
+async def replay(db: Database, routing: RoutingTable, event_uuid: uuid.UUID) -> Replayed:
+    """Route the event again by today's table: new deliveries and jobs, in one transaction.
+    Earlier deliveries stay, marked superseded."""
+    async with db.transaction() as conn:
+        # Deliveries first, then the event: the order a finishing delivery takes its locks in.
+        await repository.supersede_deliveries(conn, event_uuid)
+        found = await repository.lock_event(conn, event_uuid)
+        if found is None:
+            raise NotFound(f"no event {event_uuid}")
+        routes = routing.routes_for(*found)
+        await repository.restart_event(conn, event_uuid, "received" if routes else "ignored")
+        delivery_ids = await enqueue_routes(conn, event_uuid, routes)
+    return Replayed(event_id=event_uuid, routes=routes, delivery_ids=delivery_ids)
+
+
+async def retry_delivery(db: Database, delivery_id: uuid.UUID) -> Retried:
+    """One more attempt for a failed delivery: a fresh budget, the same Idempotency-Key."""
+    async with db.transaction() as conn:
+        found = await repository.lock_delivery(conn, delivery_id)
+        if found is None:
+            raise NotFound(f"no delivery {delivery_id}")
+        status, superseded = found
+        if status != "failed" or superseded:
+            why = "was replaced by a replay" if superseded else f"is {status}"
+            raise Conflict(
+                f"only a failed delivery can be retried; this one {why}",
+                code="delivery_not_failed",
+            )
+        [retryable] = await repository.lock_failed(conn, [delivery_id])
+        [job_id] = await _retry(conn, [retryable])
+    return Retried(delivery_id=delivery_id, job_id=job_id)
+
+
+async def _retry(conn: Connection, rows: list[repository.Retryable]) -> list[int]:
+    job_ids = await defer_jobs(
+        conn,
+        [
+            JobToDefer(task_name=r.task_name, queue=QUEUE_WEBHOOKS, args={"delivery_id": str(r.id)})
+            for r in rows
+        ],
+    )
+    await repository.reset_deliveries(conn, [r.id for r in rows], job_ids)
+    return job_ids
+
+
+async def start_bulk_retry(db: Database, filters: BulkRetryIn, key_id: str) -> BulkRetryOut:
+    """Queue a bulk retry; it runs as a job, in batches, and reports its progress."""
+    bulk_id = uuid.uuid4()
+    args = {
+        "target": filters.target,
+        "since": aware(filters.since),
+        "until": aware(filters.until),
+        "limit": filters.limit,
+    }
+    async with db.transaction() as conn:
+        [job_id] = await defer_jobs(
+            conn,
+            [
+                JobToDefer(
+                    task_name=BULK_RETRY_TASK,
+                    queue=QUEUE_MAINTENANCE,
+                    args={"bulk_id": str(bulk_id)},
+                )
+            ],
+        )
+        await repository.create_bulk_retry(
+            conn, bulk_id, {"status": "failed", **args}, key_id, job_id
+        )
+    found = await repository.get_bulk_retry(db, bulk_id)
+    assert found is not None
+    return found
+
+
+async def bulk_retry_progress(db: Database, bulk_id: uuid.UUID) -> BulkRetryOut:
+    found = await repository.get_bulk_retry(db, bulk_id)
+    if found is None:
+        raise NotFound(f"no bulk retry {bulk_id}")
+    return found
+
+
+async def run_bulk_retry(db: Database, bulk_id: uuid.UUID) -> int:
+    """The job's body: pick the matching failed deliveries, retry them in batches."""
+    bulk = await bulk_retry_progress(db, bulk_id)
+    if bulk.status == "done":
+        return bulk.retried
+    filters = bulk.filters
+    ids = await repository.pick_failed(
+        db,
+        target=filters.get("target"),
+        since=_time(filters.get("since")),
+        until=_time(filters.get("until")),
+        limit=int(filters.get("limit") or 0),
+    )
+    retried = bulk.retried
+    await repository.update_bulk_retry(db, bulk_id, "running", len(ids), retried)
+    for start in range(0, len(ids), BULK_BATCH):
+        async with db.transaction() as conn:
+            rows = await repository.lock_failed(conn, ids[start : start + BULK_BATCH])
+            if rows:
+                await _retry(conn, rows)
+        retried += len(rows)
+        await repository.update_bulk_retry(db, bulk_id, "running", len(ids), retried)
+    await repository.update_bulk_retry(db, bulk_id, "done", len(ids), retried)
+    logger.info("bulk retry %s: %d of %d deliveries retried", bulk_id, retried, len(ids))
+    return retried
+
+
+def _time(value: Any) -> datetime.datetime | None:
+    return datetime.datetime.fromisoformat(value) if isinstance(value, str) else None

@@ -1,0 +1,43 @@
+"""The gateway's own tasks: bulk retries, and the event retention."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import procrastinate
+
+from mimic.core.deps import Deps
+from mimic.core.jobs import QUEUE_MAINTENANCE, RETRY, deps_of, job_body
+from mimic.events import repository
+from mimic.events.admin import BULK_RETRY_TASK, run_bulk_retry
+
+logger = logging.getLogger(__name__)
+
+PRUNE_TASK = "mimic.tasks.prune_events"
+
+
+@job_body
+async def bulk_retry_deliveries(deps: Deps, bulk_id: str) -> None:
+    await run_bulk_retry(deps.db, uuid.UUID(bulk_id))
+
+
+async def prune_events(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Periodic: delete finished events older than EVENT_RETENTION_DAYS (0 keeps them)."""
+    deps = deps_of(context)
+    days = deps.settings.retention.event_days
+    if days == 0:
+        return 0
+    deleted = await repository.prune_events(deps.db, older_than_days=days)
+    logger.log(logging.INFO if deleted else logging.DEBUG, "pruned %d event(s)", deleted)
+    return deleted
+
+
+def blueprint() -> procrastinate.Blueprint:
+    """A new blueprint for each app: procrastinate ties a task to the app it was added to."""
+    tasks = procrastinate.Blueprint()
+    tasks.task(name=BULK_RETRY_TASK, queue=QUEUE_MAINTENANCE, pass_context=True, retry=RETRY)(
+        bulk_retry_deliveries
+    )
+    tasks.task(name=PRUNE_TASK, queue=QUEUE_MAINTENANCE, pass_context=True)(prune_events)
+    return tasks
