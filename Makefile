@@ -6,7 +6,7 @@ SHELL := /bin/bash
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN = $(UV) run --frozen
 
-.PHONY: help uv install run api worker migrate test lint format bench jobs mail check-packaging clean
+.PHONY: help uv install run api worker migrate test lint format bench jobs events replay retry mail check-packaging clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,9 +47,19 @@ format: install ## apply ruff fixes and formatting
 bench: install ## throughput and latency figures, printed (embedded Postgres)
 	$(RUN) python -m bench
 
-ARGS ?= list_jobs status=failed
 jobs: install ## procrastinate CLI on Mimic's app, e.g. make jobs ARGS="list_jobs status=failed"
-	PROCRASTINATE_APP=mimic.worker.app $(RUN) procrastinate shell $(ARGS)
+	PROCRASTINATE_APP=mimic.worker.app $(RUN) procrastinate shell $(or $(ARGS),list_jobs status=failed)
+
+events: install ## stored events via the admin API, e.g. make events ARGS="provider=stripe status=failed"
+	$(RUN) mimic events $(ARGS)
+
+replay: install ## route an event again, make replay EVENT=<event uuid>
+	@test -n "$(EVENT)" || { echo "usage: make replay EVENT=<event uuid from make events>"; exit 2; }
+	$(RUN) mimic replay $(EVENT)
+
+retry: install ## one more attempt for a failed delivery, make retry DELIVERY=<delivery uuid>
+	@test -n "$(DELIVERY)" || { echo "usage: make retry DELIVERY=<delivery uuid>"; exit 2; }
+	$(RUN) mimic retry $(DELIVERY)
 
 mail: install ## a local SMTP sink on :1025 that prints every message (Mailpit stand-in)
 	$(RUN) python -m aiosmtpd -n -l 127.0.0.1:1025 -c aiosmtpd.handlers.Debugging

@@ -36,6 +36,7 @@ from stripe import WebhookSignature
 
 from mimic.core.embedded import start_embedded
 from mimic.core.migrate import load_steps, migrate
+from mimic.core.pagination import encode_cursor
 
 SECRET = "whsec_bench_only_secret"
 PATH = "/api/v1/gateway/webhooks/stripe"
@@ -233,6 +234,8 @@ async def measure_drain(
         backlog = int(await conn.fetchval(count_sql, queue))
         handle = subprocess.Popen(command, env=env)
         while (left := int(await conn.fetchval(count_sql, queue))) >= backlog:
+            if handle.poll() is not None:
+                raise SystemExit(f"{command} exited with {handle.returncode} before any job ran")
             await asyncio.sleep(0.01)
         started, first_left = time.perf_counter(), left
         await conn.execute("SELECT pg_stat_force_next_flush()")
@@ -242,7 +245,10 @@ async def measure_drain(
             left = int(await conn.fetchval(count_sql, queue))
             polls += 1
         elapsed = time.perf_counter() - started
-        await asyncio.sleep(1.2)  # statistics reach pg_stat_database within a second
+        # The consumer's backends report their statistics when they exit: stop it first.
+        handle.terminate()
+        await asyncio.to_thread(handle.wait, 30)
+        await asyncio.sleep(0.5)
         await conn.execute("SELECT pg_stat_force_next_flush()")
         xacts = int(await conn.fetchval(xact_sql)) - xacts_before - polls - 2
         return Drain(first_left / elapsed, first_left, xacts / first_left), handle
@@ -281,6 +287,64 @@ async def ingest_only(port: int, requests: int, concurrency: int) -> None:
     await asyncio.gather(*(drive(conn) for conn in connections))
     for conn in connections:
         conn.close()
+
+
+FILL_EVENTS = """
+INSERT INTO webhook_events (id, provider, event_type, event_id, payload, raw_body, status,
+                            received_at)
+SELECT gen_random_uuid(), (ARRAY['stripe', 'resend', 'postmark'])[1 + n % 3],
+       (ARRAY['invoice.paid', 'customer.created', 'email.delivered', 'Bounce'])[1 + n % 4],
+       'evt_fill_' || n || '_' || $2, '{"id": "evt_fill"}'::jsonb, '\\x7b7d'::bytea,
+       (ARRAY['received', 'delivered', 'failed', 'ignored'])[1 + n / 5 % 4],
+       now() - make_interval(secs => n * 3)
+  FROM generate_series(1, $1) AS n
+"""
+
+
+async def list_latency(port: int, dsn: str, label: str) -> None:
+    """p50/p99 of a filtered first page and of a page deep down the cursor, over HTTP."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        total = await conn.fetchval("SELECT count(*) FROM webhook_events")
+        middle = await conn.fetchrow(
+            "SELECT received_at, id FROM webhook_events WHERE provider = 'stripe' "
+            "ORDER BY received_at DESC, id DESC OFFSET $1 LIMIT 1",
+            total // 6,
+        )
+    finally:
+        await conn.close()
+    assert middle is not None
+    deep = encode_cursor(middle["received_at"], middle["id"])
+    pages = {
+        "first page, provider=stripe&event_type=invoice.paid": {
+            "provider": "stripe",
+            "event_type": "invoice.paid",
+        },
+        "deep cursor page, provider=stripe": {"provider": "stripe", "cursor": deep},
+    }
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": "bench-key"}
+    ) as http:
+        for name, params in pages.items():
+            times = []
+            for _ in range(200):
+                started = time.perf_counter()
+                response = await http.get(
+                    "/api/v1/gateway/webhooks/events", params={**params, "limit": "50"}
+                )
+                times.append(time.perf_counter() - started)
+                assert response.status_code == 200, response.text
+                assert response.json()["items"], name
+            print(f"  {label}, {total:,} events, " + report(name, times))
+
+
+async def fill_events(dsn: str, count: int, tag: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(FILL_EVENTS, count, tag)
+        await conn.execute("ANALYZE webhook_events")
+    finally:
+        await conn.close()
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -356,6 +420,17 @@ async def main(args: argparse.Namespace) -> None:
 
         arrivals.clear()
         await end_to_end(api_port, arrivals, args.e2e)
+
+        print("phase 3: the events API (through HTTP) as the table grows")
+        conn = await asyncpg.connect(dsn)
+        have = int(await conn.fetchval("SELECT count(*) FROM webhook_events"))
+        await conn.close()
+        await fill_events(dsn, max(0, 10_000 - have), "a")
+        await list_latency(api_port, dsn, "10k")
+        fill_started = time.perf_counter()
+        await fill_events(dsn, args.events - 10_000, "b")
+        print(f"  (filled to {args.events:,} in {time.perf_counter() - fill_started:.0f} s)")
+        await list_latency(api_port, dsn, "1M" if args.events == 1_000_000 else "big")
     finally:
         for proc in (api, worker):
             if proc is not None:
@@ -370,4 +445,7 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--e2e", type=int, default=300, help="webhooks for the latency phase")
+    parser.add_argument(
+        "--events", type=int, default=1_000_000, help="events in the table for the list phase"
+    )
     asyncio.run(main(parser.parse_args()))

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Sequence
+from typing import Any
 
 from mimic.core.embedded import resolve_database
 from mimic.core.errors import DatabaseUnavailable, MimicError
@@ -191,13 +195,93 @@ def cmd_run(_: argparse.Namespace) -> int:
     settings = _prepare()
     assert settings.database.url is not None
     env = {"DATABASE_URL": settings.database.url.get()}
+    children = [Child(["api"], env), Child(["worker"], env)]
+    standin = ""
+    if settings.is_dev and not os.environ.get("INKPASS_INTERNAL_URL"):
+        port = urllib.parse.urlsplit(settings.inkpass.url).port or 80
+        if _port_free(port):
+            children.append(Child(["inkpass-standin", "--port", str(port)], env))
+            standin = f", an inkpass stand-in on :{port}"
+        else:
+            standin = f" (port {port} is taken: using whatever inkpass answers there)"
     print(
         f"mimic: API on http://{settings.server.host}:{settings.server.port} (docs at /docs), "
-        "worker running; Ctrl-C stops both",
+        f"worker running{standin}; Ctrl-C stops all",
         flush=True,
     )
-    # If either child exits, stop the other; the embedded Postgres stops with us.
-    return supervise([Child(["api"], env), Child(["worker"], env)], restart=False)
+    # If any child exits, stop the others; the embedded Postgres stops with us.
+    return supervise(children, restart=False)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def cmd_inkpass_standin(args: argparse.Namespace) -> int:
+    """Dev: answer 200 to inkpass calls and log them (what `mimic run` starts)."""
+    import uvicorn
+
+    from mimic.billing.standin import standin_app
+
+    settings = resolve_database(Settings.from_env(os.environ))
+    configure_logging(settings)
+    if not settings.is_dev:
+        print("mimic: the inkpass stand-in is for MIMIC_ENV=dev only", file=sys.stderr)
+        return 2
+    uvicorn.run(standin_app(), host="127.0.0.1", port=args.port, log_config=None, access_log=False)
+    return 0
+
+
+def _api(method: str, path: str, **kwargs: Any) -> int:
+    """Call Mimic's own admin API (MIMIC_URL, MIMIC_API_KEY) and print the JSON answer."""
+    import httpx
+
+    settings = Settings.from_env(os.environ)
+    base = os.environ.get(
+        "MIMIC_URL", f"http://{settings.server.host}:{settings.server.port}"
+    ).rstrip("/")
+    key = os.environ.get("MIMIC_API_KEY") or (
+        settings.inkpass.service_api_key.get() if settings.inkpass.service_api_key else ""
+    )
+    try:
+        response = httpx.request(
+            method, f"{base}{path}", headers={"X-API-Key": key}, timeout=30, **kwargs
+        )
+    except httpx.HTTPError as exc:
+        print(
+            f"mimic: cannot reach {base} ({type(exc).__name__}); is `make run` up?", file=sys.stderr
+        )
+        return 1
+    print(json.dumps(response.json(), indent=2))
+    return 0 if response.is_success else 1
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    params = {}
+    for item in args.filters:
+        name, sep, value = item.partition("=")
+        if not sep:
+            print(f"mimic: filters are name=value, got {item!r}", file=sys.stderr)
+            return 2
+        params[name] = value
+    return _api("GET", "/api/v1/gateway/webhooks/events", params=params)
+
+
+def cmd_event(args: argparse.Namespace) -> int:
+    return _api("GET", f"/api/v1/gateway/webhooks/events/{args.event}")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    return _api("POST", f"/api/v1/gateway/webhooks/events/{args.event}/replay")
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    return _api("POST", f"/api/v1/gateway/webhooks/deliveries/{args.delivery}/retry")
 
 
 def _positive_int(value: str) -> int:
@@ -221,6 +305,23 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("run", help="dev: API + worker (+ embedded Postgres)").set_defaults(func=cmd_run)
+    standin = sub.add_parser("inkpass-standin", help="dev: a local inkpass that answers 200")
+    standin.add_argument("--port", type=int, default=8002)
+    standin.set_defaults(func=cmd_inkpass_standin)
+    events = sub.add_parser(
+        "events", help="list stored events (the admin API), e.g. `mimic events status=failed`"
+    )
+    events.add_argument("filters", nargs="*", help="provider=, status=, event_type=, since=, ...")
+    events.set_defaults(func=cmd_events)
+    event = sub.add_parser("event", help="one event with its deliveries")
+    event.add_argument("event", help="Mimic's event uuid")
+    event.set_defaults(func=cmd_event)
+    replay = sub.add_parser("replay", help="route an event again by today's routing table")
+    replay.add_argument("event", help="Mimic's event uuid")
+    replay.set_defaults(func=cmd_replay)
+    retry = sub.add_parser("retry", help="one more attempt for a failed delivery")
+    retry.add_argument("delivery", help="the delivery's uuid")
+    retry.set_defaults(func=cmd_retry)
     sub.add_parser(
         "rotate-keys", help="re-encrypt BYOK credentials with the newest encryption key"
     ).set_defaults(func=cmd_rotate_keys)

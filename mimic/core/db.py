@@ -162,9 +162,6 @@ async def create_pool(dsn: str, *, max_size: int) -> asyncpg.Pool[asyncpg.Record
         command_timeout=30,
         timeout=5,
         reset=_keep_session,
-        # The list queries take optional filters (`$1 IS NULL OR provider = $1`): a plan made
-        # for the values at hand uses the right index; a cached generic plan may not.
-        server_settings={"plan_cache_mode": "force_custom_plan"},
     )
     assert pool is not None
     return pool
@@ -203,6 +200,14 @@ class Database:
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         with translate():
             return await self.pool.fetch(query, *args)
+
+    async def fetch_filtered(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        """For queries with optional filters (`$1 IS NULL OR provider = $1`): planned for the
+        values at hand, so the matching index is used. A cached generic plan, which Postgres
+        may switch to after a few runs, cannot know which filters are set."""
+        async with self.transaction() as conn:
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            return await conn.fetch(query, *args)
 
     async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
         with translate():

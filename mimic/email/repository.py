@@ -67,11 +67,11 @@ async def list_notifications(
 ) -> Page:
     since = after(cursor)
     if to is None:
-        rows = await db.fetch(
+        rows = await db.fetch_filtered(
             queries["list_notifications"], tenant_id, status, limit + 1, since[0], since[1]
         )
     else:
-        rows = await db.fetch(
+        rows = await db.fetch_filtered(
             queries["list_notifications_to"], tenant_id, status, to, limit + 1, since[0], since[1]
         )
     items = as_structs(rows[:limit], NotificationSummary)

@@ -120,7 +120,7 @@ async def list_events(
     limit: int,
     after: tuple[datetime.datetime | None, uuid.UUID | None],
 ) -> list[EventSummary]:
-    rows = await db.fetch(
+    rows = await db.fetch_filtered(
         queries["list_events"], provider, status, event_type, since, until, limit, *after
     )
     return as_structs(rows, EventSummary)
@@ -171,7 +171,9 @@ async def list_deliveries(
     limit: int,
     after: tuple[datetime.datetime | None, uuid.UUID | None],
 ) -> list[DeliverySummary]:
-    rows = await db.fetch(queries["list_deliveries"], status, target, since, until, limit, *after)
+    rows = await db.fetch_filtered(
+        queries["list_deliveries"], status, target, since, until, limit, *after
+    )
     return as_structs(rows, DeliverySummary)
 
 

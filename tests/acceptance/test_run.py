@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 import signal
+import time
 
 import httpx
 import psycopg
@@ -22,7 +23,13 @@ def test_mimic_run_serves_api_and_worker_on_the_embedded_database(
     tmp_path: pathlib.Path,
 ) -> None:
     port = free_port()
-    env = {"MIMIC_DATA_DIR": str(tmp_path), "MIMIC_PORT": str(port), "DATABASE_URL": ""}
+    env = {
+        "MIMIC_DATA_DIR": str(tmp_path),
+        "MIMIC_PORT": str(port),
+        "DATABASE_URL": "",
+        "INKPASS_INTERNAL_URL": "",  # unset: `mimic run` starts its inkpass stand-in
+        "MIMIC_SERVICE_API_KEY": "",  # the documented dev key
+    }
     base = f"http://127.0.0.1:{port}"
 
     proc = start_mimic("run", env)
@@ -33,9 +40,26 @@ def test_mimic_run_serves_api_and_worker_on_the_embedded_database(
             workers = conn.execute("SELECT count(*) FROM procrastinate_workers").fetchone()
             conn.execute("CREATE TABLE kept_between_runs (id int)")
         assert workers == (1,)
+        # The README's example: a dev Stripe event ends `delivered` at the stand-in.
+        sent = httpx.post(
+            f"{base}/api/v1/gateway/webhooks/stripe/test",
+            json={"type": "checkout.session.completed", "data": {"object": {"id": "cs_1"}}},
+        )
+        event_id = sent.json()["event_id"]
+        status = None
+        for _ in range(100):
+            status = httpx.get(
+                f"{base}/api/v1/gateway/webhooks/events/{event_id}",
+                headers={"X-API-Key": "mimic-dev-key"},
+            ).json()["status"]
+            if status == "delivered":
+                break
+            time.sleep(0.1)
+        assert status == "delivered"
     finally:
         output = stop(proc, signal.SIGINT)
     assert proc.returncode == 0, output
+    assert "inkpass stand-in: POST /internal/billing/subscription-created" in output
     assert "Stopped worker" in output
     assert "Traceback" not in output
     with pytest.raises(psycopg.OperationalError):

@@ -268,3 +268,25 @@ async def test_bulk_retry_runs_as_a_job_and_reports_progress(
     assert wrong_status.status_code == 400
     [row] = await audit_rows(db)
     assert (row["action"], row["outcome"], row["target_ids"]) == ("bulk_retry", "ok", [bulk["id"]])
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/events/not-a-uuid"),
+        ("POST", "/events/not-a-uuid/replay"),
+        ("POST", "/deliveries/not-a-uuid/retry"),
+        ("GET", "/deliveries/retry/not-a-uuid"),
+        ("GET", "/deliveries?since=soon"),
+        ("GET", "/deliveries?cursor=bm9wZQ"),
+        ("GET", "/deliveries?status=lost"),
+        ("POST", "/deliveries/retry"),
+    ],
+)
+async def test_bad_ids_and_bodies_are_4xx_never_5xx(
+    client: AsyncTestClient[Litestar], method: str, path: str
+) -> None:
+    body: Any = {"since": "not a date"} if path == "/deliveries/retry" else None
+    response = await client.request(method, f"{BASE}{path}", json=body, headers=KEY)
+    assert 400 <= response.status_code < 500, response.text
+    assert set(response.json()) == {"error", "detail"}

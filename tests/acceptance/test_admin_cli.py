@@ -1,0 +1,65 @@
+"""`mimic events`, `mimic replay`, `mimic retry` (what `make events|replay|retry` run)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from mimic.app import create_app
+from tests.helpers import (
+    TEST_SECRETS,
+    client_for,
+    live_api,
+    make_settings,
+    stripe_event,
+    stripe_headers,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def mimic(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MIMIC_URL": url, "MIMIC_API_KEY": TEST_SECRETS["MIMIC_SERVICE_API_KEY"]}
+    return subprocess.run(
+        [sys.executable, "-m", "mimic", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_admin_commands_call_the_api(database_url: str) -> None:
+    settings = make_settings(database_url)
+    async with client_for(create_app(settings)) as client:
+        body = stripe_event("invoice.paid", id="evt_cli")
+        response = await client.post(
+            "/api/v1/gateway/webhooks/stripe", content=body, headers=stripe_headers(body)
+        )
+        event_id = response.json()["event_id"]
+    async with live_api(settings) as url:
+        listed = await asyncio.to_thread(mimic, "events", "provider=stripe", url=url)
+        assert listed.returncode == 0, listed.stderr
+        assert [e["event_id"] for e in json.loads(listed.stdout)["items"]] == ["evt_cli"]
+
+        replayed = await asyncio.to_thread(mimic, "replay", event_id, url=url)
+        assert replayed.returncode == 0, replayed.stderr
+        assert json.loads(replayed.stdout)["routes"][0]["target_service"] == "inkpass"
+
+        missing = await asyncio.to_thread(mimic, "retry", str(uuid.uuid4()), url=url)
+        assert missing.returncode == 1
+        assert json.loads(missing.stdout)["error"] == "not_found"
+
+        bad = await asyncio.to_thread(mimic, "events", "provider", url=url)
+        assert bad.returncode == 2
+        assert "name=value" in bad.stderr
+    gone = await asyncio.to_thread(mimic, "events", url=url)
+    assert gone.returncode == 1
+    assert "is `make run` up?" in gone.stderr
