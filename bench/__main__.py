@@ -418,6 +418,9 @@ async def main(args: argparse.Namespace) -> None:
             f"= {two.rate / one.rate:.2f} x one process"
         )
 
+        # measure_drain stopped the workers (to count their transactions): one for latency.
+        worker = subprocess.Popen([sys.executable, "-m", "mimic", "worker"], env=env)
+        await wait_ready(f"http://127.0.0.1:{health_port}/readyz", worker)
         arrivals.clear()
         await end_to_end(api_port, arrivals, args.e2e)
 
