@@ -221,5 +221,16 @@ class Database:
         with translate():
             return await self.pool.execute(query, *args)
 
+    async def in_batches(self, query: str, *args: Any, batch: int) -> int:
+        """Run a statement that touches at most ``batch`` rows (its last argument) until it
+        touches fewer: many short transactions instead of one long lock. Returns the total."""
+        total = 0
+        while True:
+            done = await self.execute(query, *args, batch)
+            count = int(done.split()[-1])
+            total += count
+            if count < batch:
+                return total
+
     async def close(self) -> None:
         await self.pool.close()

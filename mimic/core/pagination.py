@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import datetime
 import uuid
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from mimic.core.errors import BadRequest
 
@@ -24,6 +26,17 @@ def decode_cursor(cursor: str) -> tuple[datetime.datetime, uuid.UUID]:
         return at, uuid.UUID(ident)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("cursor is not one this API returned", code="invalid_cursor") from None
+
+
+T = TypeVar("T")
+
+
+def page(
+    rows: Sequence[T], limit: int, key: Callable[[T], tuple[datetime.datetime, uuid.UUID]]
+) -> tuple[list[T], str | None]:
+    """Rows fetched with ``limit + 1``: this page, and the cursor of the next (None: last)."""
+    items = list(rows[:limit])
+    return items, encode_cursor(*key(items[-1])) if len(rows) > limit else None
 
 
 def after(cursor: str | None) -> tuple[datetime.datetime | None, uuid.UUID | None]:

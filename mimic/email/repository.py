@@ -8,7 +8,7 @@ import msgspec
 
 from mimic.core.db import Database, as_struct, as_structs, load_queries
 from mimic.core.errors import NotFound
-from mimic.core.pagination import after, encode_cursor
+from mimic.core.pagination import after, page
 from mimic.email.schemas import (
     NotificationOut,
     NotificationStatus,
@@ -74,6 +74,7 @@ async def list_notifications(
         rows = await db.fetch_filtered(
             queries["list_notifications_to"], tenant_id, status, to, limit + 1, since[0], since[1]
         )
-    items = as_structs(rows[:limit], NotificationSummary)
-    next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+    items, next_cursor = page(
+        as_structs(rows, NotificationSummary), limit, lambda n: (n.created_at, n.id)
+    )
     return Page(items=items, next_cursor=next_cursor)

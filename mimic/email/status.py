@@ -178,10 +178,4 @@ async def _timeline(
 async def purge_bodies(db: Database, *, older_than_days: int, batch: int = 500) -> int:
     """Blank the rendered bodies of finished notifications past the retention; metadata and
     timeline stay. Returns how many were purged."""
-    purged = 0
-    while True:
-        done = await db.execute(queries["purge_bodies"], older_than_days, batch)
-        count = int(done.split()[-1])
-        purged += count
-        if count < batch:
-            return purged
+    return await db.in_batches(queries["purge_bodies"], older_than_days, batch=batch)

@@ -10,7 +10,7 @@ from typing import Any
 from mimic.core.db import Connection, Database
 from mimic.core.errors import BadRequest, Conflict, NotFound
 from mimic.core.jobs import QUEUE_MAINTENANCE, QUEUE_WEBHOOKS, JobToDefer, defer_jobs
-from mimic.core.pagination import after, aware, encode_cursor
+from mimic.core.pagination import after, aware, page
 from mimic.events import repository
 from mimic.events.ingest import enqueue_routes
 from mimic.events.routing import RoutingTable
@@ -51,12 +51,8 @@ async def list_events(
         limit=limit + 1,
         after=after(cursor),
     )
-    items = rows[:limit]
-    more = len(rows) > limit
-    return EventPage(
-        items=items,
-        next_cursor=encode_cursor(items[-1].received_at, items[-1].id) if more else None,
-    )
+    items, next_cursor = page(rows, limit, lambda e: (e.received_at, e.id))
+    return EventPage(items=items, next_cursor=next_cursor)
 
 
 async def get_event(db: Database, event_id: str, provider: str | None) -> EventDetail:
@@ -99,12 +95,8 @@ async def list_deliveries(
         limit=limit + 1,
         after=after(cursor),
     )
-    items = rows[:limit]
-    more = len(rows) > limit
-    return DeliveryPage(
-        items=items,
-        next_cursor=encode_cursor(items[-1].created_at, items[-1].id) if more else None,
-    )
+    items, next_cursor = page(rows, limit, lambda d: (d.created_at, d.id))
+    return DeliveryPage(items=items, next_cursor=next_cursor)
 
 
 async def replay(db: Database, routing: RoutingTable, event_uuid: uuid.UUID) -> Replayed:

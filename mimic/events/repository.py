@@ -239,10 +239,4 @@ async def update_bulk_retry(
 
 async def prune_events(db: Database, *, older_than_days: int, batch: int = 1000) -> int:
     """Delete finished events past the retention in small transactions (no long locks)."""
-    deleted = 0
-    while True:
-        done = await db.execute(queries["prune_events"], older_than_days, batch)
-        count = int(done.split()[-1])
-        deleted += count
-        if count < batch:
-            return deleted
+    return await db.in_batches(queries["prune_events"], older_than_days, batch=batch)
