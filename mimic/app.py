@@ -43,6 +43,10 @@ def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[
     """The one exception-to-response function."""
     if isinstance(exc, MimicError):
         status, code, detail = exc.status_code, exc.code, exc.message
+    elif isinstance(exc, RecursionError):
+        # Only parsing a request body recurses without bound (msgspec, on JSON nested
+        # thousands deep): the caller's input, so a 400, not our fault.
+        status, code, detail = 400, "invalid_json", "JSON is nested too deeply"
     elif isinstance(exc, HTTPException):
         status, detail = exc.status_code, exc.detail
         code = {

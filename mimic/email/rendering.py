@@ -25,6 +25,8 @@ from mimic.email.schemas import Rendered, TemplateInfo
 #: Shipped inside the package, so an installed wheel renders as a source tree does.
 TEMPLATES_DIR = pathlib.Path(str(resources.files("mimic.email") / "templates"))
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+#: BCP 47's longest useful tags fit (RFC 5646 asks implementations to take 35 characters).
+MAX_LOCALE = 35
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 
 
@@ -132,8 +134,12 @@ class Templates:
 
     def render(self, name: str, data: dict[str, Any], locale: str | None = None) -> Rendered:
         self._require(name)
-        if locale is not None and not _LOCALE.match(locale):
-            raise Unprocessable(f"invalid locale {locale!r}", code="invalid_locale")
+        if locale is not None and (len(locale) > MAX_LOCALE or not _LOCALE.match(locale)):
+            raise Unprocessable(
+                f"locale must look like a BCP 47 tag (en, pt-BR), at most {MAX_LOCALE} "
+                f"characters: {locale[:40]!r}",
+                code="invalid_locale",
+            )
         subject_path = self._pick(name, "subject", "txt", locale)
         html_path = self._pick(name, "body", "html", locale)
         if subject_path is None or html_path is None:

@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, post
@@ -17,39 +17,50 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from mimic.core import metrics
 from mimic.core.deps import Deps
-from mimic.core.errors import BadRequest, ErrorBody, NotConfigured, PayloadTooLarge, Unauthorized
+from mimic.core.errors import (
+    BadRequest,
+    ErrorBody,
+    NotConfigured,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from mimic.core.settings import Secret
 from mimic.events.ingest import ingest
 from mimic.events.routing import RoutingTable
 from mimic.events.schemas import IncomingEvent, WebhookAccepted
-from mimic.webhooks.verify import verify_basic_auth, verify_stripe, verify_svix
+from mimic.webhooks.verify import MAX_EVENT_ID, verify_basic_auth, verify_stripe, verify_svix
 
 logger = logging.getLogger(__name__)
 
 BASE_PATH = "/api/v1/gateway/webhooks"
 
 
+#: An id or type: a key, not a document (longer ones are refused, not stored).
+Key = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID)]
+
+
 class StripeEventIn(msgspec.Struct, kw_only=True):
     """The fields Mimic needs from a Stripe event; everything else is kept in the payload."""
 
-    id: str
-    type: str
+    id: Key
+    type: Key
 
 
 class StripeTestEventIn(msgspec.Struct, kw_only=True):
     """The seed's unsigned example: ``id`` is optional."""
 
-    type: str
-    id: str | None = None
+    type: Key
+    id: Key | None = None
 
 
 class ResendEventIn(msgspec.Struct, kw_only=True):
-    type: str
+    type: Key
 
 
 class PostmarkEventIn(msgspec.Struct, kw_only=True):
-    RecordType: str
-    MessageID: str
+    RecordType: Key
+    MessageID: Key
 
 
 ERRORS = {
@@ -64,7 +75,9 @@ def counted_rejections(provider: str) -> Iterator[None]:
     """Log and count every 4xx rejection; nothing has been stored when one is raised."""
     try:
         yield
-    except (BadRequest, Unauthorized, PayloadTooLarge) as exc:
+    except (BadRequest, Unauthorized, PayloadTooLarge, ServiceUnavailable) as exc:
+        # 4xx: the request is refused; 503 (secret unset, database away): nothing stored,
+        # the provider retries. Both are logged and counted.
         metrics.webhooks_rejected.labels(provider, exc.code).inc()
         logger.warning("rejected %s webhook: %s (%s)", provider, exc.code, exc.message)
         raise
@@ -84,6 +97,8 @@ def decode_event(body: bytes, schema: type[Any]) -> Any:
         raise BadRequest(f"not a valid event: {exc}", code="invalid_event") from None
     except msgspec.DecodeError:
         raise BadRequest("body is not valid JSON", code="invalid_json") from None
+    except RecursionError:
+        raise BadRequest("JSON is nested too deeply", code="invalid_json") from None
 
 
 def require_secret(secret: Secret | None, name: str) -> str:

@@ -20,8 +20,13 @@ from mimic.core.errors import BadRequest, Unauthorized
 # t=<digits>, v<n>=<hex>, or any other key Stripe may add later.
 _STRIPE_ITEM = re.compile(r"^(t=\d{1,12}|v\d+=[0-9a-fA-F]+|(?!t=|v\d+=)[a-z0-9_]+=[^,]*)$")
 
-# One or more space-separated "v1,<base64>" items (other versions are ignored by svix).
-_SVIX_SIGNATURES = re.compile(r"^\S+,\S+( \S+,\S+)*$")
+# One or more space-separated "v<n>,<base64>" items (svix checks the v1 ones).
+_BASE64 = r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+_SVIX_SIGNATURES = re.compile(rf"^v\d+,{_BASE64}( v\d+,{_BASE64})*$")
+_SVIX_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
+#: Provider event ids longer than this are refused (they are keys, not documents).
+MAX_EVENT_ID = 255
+_SVIX_ID = re.compile(rf"^[\x21-\x7e]{{1,{MAX_EVENT_ID}}}$")
 
 
 class SignatureRejected(BadRequest):
@@ -99,11 +104,20 @@ def verify_svix(
             "svix-id, svix-timestamp and svix-signature headers are required",
             code="missing_signature",
         )
-    if not timestamp.isdigit() or not _SVIX_SIGNATURES.match(signature):
+    if (
+        not _SVIX_TIMESTAMP.match(timestamp)
+        or not _SVIX_SIGNATURES.match(signature)
+        or not _SVIX_ID.match(msg_id)
+    ):
         raise SignatureRejected(
-            "svix-timestamp must be unix seconds and svix-signature v1,<base64> items",
+            "svix-timestamp must be unix seconds, svix-signature v1,<base64> items and "
+            f"svix-id 1-{MAX_EVENT_ID} printable ASCII characters",
             code="malformed_signature",
         )
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SignatureRejected("body is not UTF-8", code="invalid_body") from None
     if abs(now - int(timestamp)) > tolerance:
         raise SignatureRejected(
             f"signature timestamp is more than {tolerance}s from now",

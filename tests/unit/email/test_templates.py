@@ -115,3 +115,11 @@ def test_unknown_or_unsafe_names_are_unknown(name: str) -> None:
     with pytest.raises(Unprocessable) as info:
         TEMPLATES.render(name, {})
     assert info.value.code == "unknown_template"
+
+
+def test_locales_are_bcp47_shaped_and_at_most_35_characters() -> None:
+    longest = "en-" + "-".join(["abcdefgh"] * 3) + "-x1"  # 32 characters, valid shape
+    assert TEMPLATES.render("welcome", SAMPLES["welcome"], longest).subject == "Welcome, Ann!"
+    with pytest.raises(Unprocessable, match="at most 35") as info:
+        TEMPLATES.render("welcome", SAMPLES["welcome"], "en" + "-ab" * 12)  # 38, valid shape
+    assert info.value.code == "invalid_locale"
