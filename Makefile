@@ -66,7 +66,7 @@ mail: install ## a local SMTP sink on :1025 that prints every message (Mailpit s
 
 check-packaging: install ## static checks of Containerfile and compose.yaml (no Docker needed)
 	$(RUN) hadolint Containerfile
-	$(RUN) check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
+	$(RUN) check-jsonschema --builtin-schema vendor.compose-spec compose.yaml compose.dev.yaml
 
 clean: ## remove the environment and local data (.venv, .mimic)
 	rm -rf .venv .mimic
