@@ -69,6 +69,20 @@ def check_recipients(request: EmailRequest) -> Recipients:
     )
 
 
+#: Tag names Mimic keeps for itself (the Postmark duplicate check reads mimic_notification_id).
+RESERVED_TAG_PREFIX = "mimic_"
+
+
+def check_tags(tags: dict[str, str]) -> None:
+    reserved = sorted(name for name in tags if name.lower().startswith(RESERVED_TAG_PREFIX))
+    if reserved:
+        raise Unprocessable(
+            f"tags: names starting with {RESERVED_TAG_PREFIX!r} are reserved for Mimic: "
+            + ", ".join(reserved),
+            code="reserved_tag",
+        )
+
+
 def platform_has(settings: Settings, provider: EmailProvider) -> bool:
     email = settings.email
     return {
@@ -120,6 +134,7 @@ async def submit(
         if earlier is not None:
             return earlier, True
     recipients = check_recipients(request)
+    check_tags(request.tags)
     rendered = templates.render(request.template, request.data, request.locale)
     provider, tenant_from = await choose_provider(deps, request)
     created = await status.create(

@@ -40,7 +40,9 @@ async def send_postmark(
         "TextBody": message.text,
         "MessageStream": "outbound",
         # Lets a retried send find this one (Postmark has no idempotency keys).
-        "Metadata": {POSTMARK_METADATA_KEY: message.notification_id, **message.tags},
+        # Mimic's own key last: a caller's tag can never overwrite it (tags named mimic_*
+        # are refused at the API anyway).
+        "Metadata": {**message.tags, POSTMARK_METADATA_KEY: message.notification_id},
         "Headers": [{"Name": "X-Mimic-Notification-Id", "Value": message.notification_id}],
     }
     if message.cc:
