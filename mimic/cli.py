@@ -215,6 +215,8 @@ def cmd_run(_: argparse.Namespace) -> int:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
+        # As uvicorn binds: a port left in TIME_WAIT by a previous run is free to reuse.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -32,7 +32,9 @@ def test_mimic_run_serves_api_and_worker_on_the_embedded_database(
     }
     base = f"http://127.0.0.1:{port}"
 
-    proc = start_mimic("run", env)
+    # Output to a file: a chatty process tree blocks on a pipe nobody reads while it runs.
+    log = tmp_path / "run.log"
+    proc = start_mimic("run", env, log=log)
     try:
         wait_http_ok(f"{base}/readyz", proc)
         assert httpx.get(f"{base}/docs").status_code == 200
@@ -57,7 +59,8 @@ def test_mimic_run_serves_api_and_worker_on_the_embedded_database(
             time.sleep(0.1)
         assert status == "delivered"
     finally:
-        output = stop(proc, signal.SIGINT)
+        stop(proc, signal.SIGINT)
+    output = log.read_text()
     assert proc.returncode == 0, output
     assert "inkpass stand-in: POST /internal/billing/subscription-created" in output
     assert "Stopped worker" in output
