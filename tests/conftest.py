@@ -19,6 +19,7 @@ from litestar.testing import AsyncTestClient
 from mimic.app import create_app
 from mimic.core.migrate import load_steps, migrate
 from mimic.core.settings import Settings
+from tests.fakes import FakeHTTPServer
 from tests.helpers import (
     ROOT,
     admin_execute,
@@ -27,6 +28,13 @@ from tests.helpers import (
     make_settings,
     with_database,
 )
+
+
+@pytest.fixture
+def inkpass() -> Iterator[FakeHTTPServer]:
+    """A fake inkpass (a real local HTTP server) that answers 200 unless scripted."""
+    with FakeHTTPServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,17 @@ def admin_execute(server: str, *statements: str) -> None:
             conn.execute(statement)
 
 
+async def answers_200(url: str) -> bool:
+    """Does ``url`` answer 200 right now? (For polling a real process's health endpoint.)"""
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(timeout=2) as http:
+            return (await http.get(url)).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def make_settings(database_url: str | None, **overrides: str) -> Settings:
     env = {
         **TEST_SECRETS,

@@ -120,14 +120,13 @@ async def retry_delivery(db: Database, delivery_id: uuid.UUID) -> Retried:
         found = await repository.lock_delivery(conn, delivery_id)
         if found is None:
             raise NotFound(f"no delivery {delivery_id}")
-        status, superseded = found
-        if status != "failed" or superseded:
-            why = "was replaced by a replay" if superseded else f"is {status}"
+        if found.status != "failed" or found.superseded:
+            why = "was replaced by a replay" if found.superseded else f"is {found.status}"
             raise Conflict(
                 f"only a failed delivery can be retried; this one {why}",
                 code="delivery_not_failed",
             )
-        [retryable] = await repository.lock_failed(conn, [delivery_id])
+        retryable = repository.Retryable(found.id, found.event_id, found.task_name)
         [job_id] = await _retry(conn, [retryable])
     return Retried(delivery_id=delivery_id, job_id=job_id)
 

@@ -115,7 +115,7 @@ SELECT d.id, d.event_id AS event_uuid, e.provider, e.event_type, e.event_id, d.t
  LIMIT $5
 
 -- name: lock_failed_delivery
--- A failed, current delivery to retry; nothing when it is not (any more) failed.
+-- One delivery to retry, locked, with what decides whether it can be.
 SELECT id, event_id, task_name, status, superseded FROM webhook_deliveries
  WHERE id = $1 FOR UPDATE
 

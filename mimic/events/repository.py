@@ -14,6 +14,7 @@ import msgspec
 from mimic.core.db import Connection, Database, as_struct, as_structs, load_queries
 from mimic.events.schemas import (
     BulkRetryOut,
+    BulkRetryStatus,
     DeliveryContext,
     DeliveryStatus,
     DeliverySummary,
@@ -183,10 +184,18 @@ class Retryable(msgspec.Struct, frozen=True):
     task_name: str
 
 
-async def lock_delivery(conn: Connection, delivery_id: uuid.UUID) -> tuple[str, bool] | None:
-    """(status, superseded) of one delivery, locked; None if unknown."""
+class LockedDelivery(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    event_id: uuid.UUID
+    task_name: str
+    status: DeliveryStatus
+    superseded: bool
+
+
+async def lock_delivery(conn: Connection, delivery_id: uuid.UUID) -> LockedDelivery | None:
+    """One delivery, locked for a retry; None if unknown."""
     row = await conn.fetchrow(queries["lock_failed_delivery"], delivery_id)
-    return (row["status"], row["superseded"]) if row is not None else None
+    return as_struct(row, LockedDelivery) if row is not None else None
 
 
 async def lock_failed(conn: Connection, ids: Sequence[uuid.UUID]) -> list[Retryable]:
@@ -232,7 +241,7 @@ async def get_bulk_retry(db: Database, bulk_id: uuid.UUID) -> BulkRetryOut | Non
 
 
 async def update_bulk_retry(
-    db: Database, bulk_id: uuid.UUID, status: str, total: int, retried: int
+    db: Database, bulk_id: uuid.UUID, status: BulkRetryStatus, total: int, retried: int
 ) -> None:
     await db.execute(queries["update_bulk_retry"], bulk_id, status, total, retried)
 

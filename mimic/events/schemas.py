@@ -12,6 +12,8 @@ import msgspec
 EventStatus = Literal["received", "delivered", "failed", "ignored"]
 #: webhook_deliveries.status
 DeliveryStatus = Literal["pending", "dispatched", "success", "failed"]
+#: bulk_retries.status
+BulkRetryStatus = Literal["queued", "running", "done"]
 
 
 class Route(msgspec.Struct, frozen=True):
@@ -166,7 +168,7 @@ class BulkRetryIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class BulkRetryOut(msgspec.Struct, kw_only=True):
     id: uuid.UUID
-    status: Literal["queued", "running", "done"]
+    status: BulkRetryStatus
     #: Deliveries matched (known once the job has started) and retried so far.
     total: int
     retried: int

@@ -13,7 +13,6 @@ import pathlib
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 
 import asyncpg
 import httpx
@@ -21,26 +20,12 @@ import pytest
 
 from mimic.core.migrate import load_steps, migrate
 from tests.fakes import FakeHTTPServer
-from tests.helpers import TEST_SECRETS, stripe_event, stripe_headers, wait_for
+from tests.helpers import TEST_SECRETS, answers_200, stripe_event, stripe_headers, wait_for
 from tests.procs import PrivatePostgres, free_port, start_mimic, stop
 
 pytestmark = pytest.mark.slow
 
 URL = "/api/v1/gateway/webhooks/stripe"
-
-
-@pytest.fixture
-def inkpass() -> Iterator[FakeHTTPServer]:
-    with FakeHTTPServer() as server:
-        yield server
-
-
-async def ready(url: str) -> bool:
-    try:
-        async with httpx.AsyncClient(timeout=2) as http:
-            return (await http.get(url)).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 async def test_a_postgres_crash_loses_nothing_and_the_worker_carries_on(
@@ -68,8 +53,8 @@ async def test_a_postgres_crash_loses_nothing_and_the_worker_carries_on(
     answers: dict[str, int] = {}
     answered_at: dict[str, float] = {}
     try:
-        await wait_for(lambda: ready(f"{api_url}/readyz"), within=60)
-        await wait_for(lambda: ready(worker_ready), within=60)
+        await wait_for(lambda: answers_200(f"{api_url}/readyz"), within=60)
+        await wait_for(lambda: answers_200(worker_ready), within=60)
 
         done_sending = asyncio.Event()
 
@@ -92,7 +77,7 @@ async def test_a_postgres_crash_loses_nothing_and_the_worker_carries_on(
         crashed_at = time.monotonic()
 
         async def worker_not_ready() -> bool:
-            return not await ready(worker_ready)
+            return not await answers_200(worker_ready)
 
         await wait_for(worker_not_ready, within=15)  # it noticed, and says so
         await asyncio.sleep(max(0.0, crashed_at + 2.0 - time.monotonic()))
@@ -101,7 +86,7 @@ async def test_a_postgres_crash_loses_nothing_and_the_worker_carries_on(
         await asyncio.sleep(2.5)  # keep sending after the restart: the API must recover too
         done_sending.set()
         await sending
-        await wait_for(lambda: ready(worker_ready), within=30)
+        await wait_for(lambda: answers_200(worker_ready), within=30)
 
         statuses = set(answers.values())
         assert statuses <= {200, 503}, f"answers other than 200/503: {statuses}"
@@ -172,7 +157,7 @@ async def test_a_worker_started_before_its_database_waits_for_it(tmp_path: pathl
         await asyncio.sleep(2)
         assert worker.poll() is None, "the worker gave up on a database that was not up yet"
         await asyncio.to_thread(postgres.start)
-        await wait_for(lambda: ready(f"http://127.0.0.1:{health_port}/readyz"), within=30)
+        await wait_for(lambda: answers_200(f"http://127.0.0.1:{health_port}/readyz"), within=30)
     finally:
         await asyncio.to_thread(stop, worker, signal.SIGTERM)
     assert worker.returncode == 0

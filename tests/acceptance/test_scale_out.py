@@ -8,33 +8,18 @@ import pathlib
 import random
 import signal
 import uuid
-from collections.abc import Iterator
 
 import asyncpg
 import httpx
 import pytest
 
 from tests.fakes import FakeHTTPServer
-from tests.helpers import TEST_SECRETS, stripe_event, stripe_headers, wait_for
+from tests.helpers import TEST_SECRETS, answers_200, stripe_event, stripe_headers, wait_for
 from tests.procs import free_port, start_mimic, stop
 
 pytestmark = pytest.mark.slow
 
 URL = "/api/v1/gateway/webhooks/stripe"
-
-
-@pytest.fixture
-def inkpass() -> Iterator[FakeHTTPServer]:
-    with FakeHTTPServer() as server:
-        yield server
-
-
-async def up(url: str) -> bool:
-    try:
-        async with httpx.AsyncClient(timeout=2) as http:
-            return (await http.get(url)).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 async def test_two_apis_and_two_workers_store_once_and_deliver_once_each(
@@ -62,7 +47,7 @@ async def test_two_apis_and_two_workers_store_once_and_deliver_once_each(
     try:
         for port in api_ports:
             url = f"http://127.0.0.1:{port}/readyz"
-            await wait_for(functools.partial(up, url), within=60)
+            await wait_for(functools.partial(answers_200, url), within=60)
 
         # 800 distinct events; 200 more requests repeat some of them, to the other API and
         # often at the same moment as the original.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import Iterator
 
 import asyncpg
 import pytest
@@ -25,12 +24,6 @@ from tests.procs import kill, start_mimic, stop
 pytestmark = pytest.mark.slow
 
 URL = "/api/v1/gateway/webhooks/stripe"
-
-
-@pytest.fixture
-def inkpass() -> Iterator[FakeHTTPServer]:
-    with FakeHTTPServer() as server:
-        yield server
 
 
 def worker_env(database_url: str, inkpass: FakeHTTPServer) -> dict[str, str]:

@@ -7,7 +7,6 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Iterator
 
 import asyncpg
 import pytest
@@ -33,12 +32,6 @@ from tests.helpers import (
 )
 
 URL = "/api/v1/gateway/webhooks/stripe"
-
-
-@pytest.fixture
-def inkpass() -> Iterator[FakeHTTPServer]:
-    with FakeHTTPServer() as server:
-        yield server
 
 
 def routing_settings(database_url: str, inkpass: FakeHTTPServer, **extra: str) -> Settings:

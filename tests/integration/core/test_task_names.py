@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 
 import asyncpg
 import pytest
@@ -45,12 +44,6 @@ def test_the_worker_registers_every_seed_task_name(database_url: str) -> None:
     app = build_app(make_settings(database_url))
     mimic_tasks = {name for name in app.tasks if name.startswith("mimic.")}
     assert mimic_tasks == set(SEED_TASKS) | OTHER_TASKS
-
-
-@pytest.fixture
-def inkpass() -> Iterator[FakeHTTPServer]:
-    with FakeHTTPServer() as server:
-        yield server
 
 
 @pytest.mark.parametrize(("task_name", "path"), sorted(SEED_TASKS.items()))

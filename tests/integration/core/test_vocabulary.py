@@ -10,7 +10,7 @@ import pytest
 
 from mimic.core.settings import EmailProvider
 from mimic.email.schemas import CredentialProvider, NotificationStatus
-from mimic.events.schemas import DeliveryStatus, EventStatus
+from mimic.events.schemas import BulkRetryStatus, DeliveryStatus, EventStatus
 
 VOCABULARIES: list[tuple[str, str, Any]] = [
     ("webhook_events", "status", EventStatus),
@@ -18,6 +18,7 @@ VOCABULARIES: list[tuple[str, str, Any]] = [
     ("notifications", "status", NotificationStatus),
     ("notifications", "provider", EmailProvider),
     ("provider_credentials", "provider", CredentialProvider),
+    ("bulk_retries", "status", BulkRetryStatus),
 ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -27,12 +27,6 @@ from tests.helpers import (
 
 BASE = "/api/v1/gateway/webhooks"
 KEY = {"X-API-Key": TEST_SECRETS["MIMIC_SERVICE_API_KEY"]}
-
-
-@pytest.fixture
-def inkpass() -> Iterator[FakeHTTPServer]:
-    with FakeHTTPServer() as server:
-        yield server
 
 
 @pytest.fixture
