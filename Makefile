@@ -6,7 +6,7 @@ SHELL := /bin/bash
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN = $(UV) run --frozen
 
-.PHONY: help uv install run api worker migrate test lint format bench jobs events replay retry mail check-packaging clean
+.PHONY: help uv install run api worker migrate test lint format bench jobs keys events replay retry mail check-packaging api-conformance browser clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,9 @@ bench: install ## throughput and latency figures, printed (embedded Postgres)
 jobs: install ## procrastinate CLI on Mimic's app, e.g. make jobs ARGS="list_jobs status=failed"
 	PROCRASTINATE_APP=mimic.worker.app $(RUN) procrastinate shell $(or $(ARGS),list_jobs status=failed)
 
+keys: install ## tenant API keys, e.g. make keys ARGS="create --tenant acme" (list, revoke ID)
+	$(RUN) mimic keys $(ARGS)
+
 events: install ## stored events via the admin API, e.g. make events ARGS="provider=stripe status=failed"
 	$(RUN) mimic events $(ARGS)
 
@@ -67,6 +70,14 @@ mail: install ## a local SMTP sink on :1025 that prints every message (Mailpit s
 check-packaging: install ## static checks of Containerfile and compose.yaml (no Docker needed)
 	$(RUN) hadolint Containerfile
 	$(RUN) check-jsonschema --builtin-schema vendor.compose-spec compose.yaml compose.dev.yaml
+
+api-conformance: install ## schemathesis against a running `mimic api` (fails on any finding)
+	$(RUN) python -m tests.api_conformance
+
+browser: ## install Debian's Chromium for the /docs browser test (make test skips it without one)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
 clean: ## remove the environment and local data (.venv, .mimic)
 	rm -rf .venv .mimic

@@ -126,6 +126,37 @@ def cmd_rotate_keys(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Tenant API keys: create (shown once), list, revoke. Runs against the database."""
+    from mimic.core.deps import open_deps
+    from mimic.core.keys import create_key, list_keys, revoke_key
+
+    settings = _prepare(wait=False)
+    by = "cli:" + (os.environ.get("USER") or "unknown")
+
+    async def run() -> int:
+        async with open_deps(settings) as deps:
+            if args.action == "create":
+                kid, key = await create_key(deps.db, args.tenant, args.name, by=by)
+                print(f"id:     {kid}\ntenant: {args.tenant}\nkey:    {key}")
+                print("mimic: store the key now; it is not shown again", file=sys.stderr)
+            elif args.action == "list":
+                keys = await list_keys(deps.db, args.tenant)
+                for k in keys:
+                    state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "live"
+                    print(
+                        f"{k.id}\t{k.tenant_id}\t{k.created_at:%Y-%m-%d %H:%M}\t{state}\t{k.name}"
+                    )
+                if not keys:
+                    print("mimic: no tenant keys", file=sys.stderr)
+            else:
+                await revoke_key(deps.db, args.id, by=by)
+                print(f"mimic: revoked {args.id}")
+        return 0
+
+    return asyncio.run(run())
+
+
 class Child:
     """One `mimic <command>` child process, started (and restarted) with extra env."""
 
@@ -247,9 +278,8 @@ def _api(method: str, path: str, **kwargs: Any) -> int:
     base = os.environ.get(
         "MIMIC_URL", f"http://{settings.server.host}:{settings.server.port}"
     ).rstrip("/")
-    key = os.environ.get("MIMIC_API_KEY") or (
-        settings.inkpass.service_api_key.get() if settings.inkpass.service_api_key else ""
-    )
+    admin = settings.admin_api_keys
+    key = os.environ.get("MIMIC_API_KEY") or (admin[0].get() if admin else "")
     try:
         response = httpx.request(
             method, f"{base}{path}", headers={"X-API-Key": key}, timeout=30, **kwargs
@@ -324,6 +354,16 @@ def build_parser() -> argparse.ArgumentParser:
     retry = sub.add_parser("retry", help="one more attempt for a failed delivery")
     retry.add_argument("delivery", help="the delivery's uuid")
     retry.set_defaults(func=cmd_retry)
+    keys = sub.add_parser("keys", help="tenant API keys: create, list, revoke")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    create = keys_sub.add_parser("create", help="a new key for one tenant (shown once)")
+    create.add_argument("--tenant", required=True, help="the tenant the key acts for")
+    create.add_argument("--name", default="", help="a label, e.g. who holds the key")
+    listing = keys_sub.add_parser("list", help="every tenant key (ids, never the keys)")
+    listing.add_argument("--tenant", default=None, help="only this tenant's keys")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("id", help="the key's id (key_...), from `mimic keys list`")
+    keys.set_defaults(func=cmd_keys)
     sub.add_parser(
         "rotate-keys", help="re-encrypt BYOK credentials with the newest encryption key"
     ).set_defaults(func=cmd_rotate_keys)

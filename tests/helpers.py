@@ -34,11 +34,16 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEST_SECRETS = {
     "STRIPE_WEBHOOK_SECRET": "whsec_test_stripe_0123456789abcdef",
     "RESEND_WEBHOOK_SECRET": "whsec_dGVzdHJlc2VuZHNlY3JldDAxMjM0NTY3ODk=",
-    "MIMIC_SERVICE_API_KEY": "svc_test_key_0123456789",
+    "MIMIC_SERVICE_API_KEY": "svc_test_key_0123456789abcdef0123456789",
+    "MIMIC_API_KEYS": "admin_test_key_0123456789abcdef0123",
     "POSTMARK_WEBHOOK_SECRET": "pm-hook-secret-0123456789",
     "STRIPE_SECRET_KEY": "sk_test_0123456789abcdef",
     "MIMIC_ENCRYPTION_KEYS": "k1:" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
 }
+
+
+#: Headers of an admin key (MIMIC_API_KEYS).
+ADMIN = {"X-API-Key": TEST_SECRETS["MIMIC_API_KEYS"]}
 
 
 def with_database(url: str, name: str) -> str:

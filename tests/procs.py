@@ -91,3 +91,7 @@ class PrivatePostgres:
     def start(self) -> None:
         log = str(self._server.log)
         self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l", log, "start")
+
+    def stop(self) -> None:
+        """A clean shutdown, for callers done with the server."""
+        self._server.cleanup()

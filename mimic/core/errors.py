@@ -45,6 +45,13 @@ class Unauthorized(MimicError):
     code = "unauthorized"
 
 
+class Forbidden(MimicError):
+    """This key may not do that."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(MimicError):
     """Not found."""
 

@@ -15,14 +15,19 @@ from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 import msgspec
 
+from mimic.core.outbound import parse_entry
+
 Env = Literal["dev", "production"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 #: How an email leaves Mimic. The one definition of the provider vocabulary.
 EmailProvider = Literal["dev", "smtp", "resend", "postmark"]
 SmtpSecurity = Literal["none", "starttls", "tls"]
 
-#: The internal API key `make run` accepts when MIMIC_SERVICE_API_KEY is unset (dev only).
+#: Dev only: the admin key `make run` accepts when MIMIC_API_KEYS is unset, and the key it
+#: sends to the inkpass stand-in when MIMIC_SERVICE_API_KEY is unset. Production refuses it.
 DEV_API_KEY = "mimic-dev-key"
+#: Production refuses API keys shorter than this.
+MIN_KEY_LENGTH = 32
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -83,6 +88,16 @@ def _secret_list(raw: str) -> tuple[Secret, ...]:
 
 
 SECRET_LIST = Parser("a comma list of secrets", _secret_list)
+
+
+def _hosts(raw: str) -> tuple[str, ...]:
+    entries = tuple(item.strip().lower() for item in raw.split(",") if item.strip())
+    for entry in entries:
+        parse_entry(entry)  # ValueError names nothing: the caller names the variable
+    return entries
+
+
+HOSTS = Parser("a comma list of host, host:port, IP or CIDR entries", _hosts)
 
 
 def _svix_secret(raw: str) -> Secret:
@@ -192,7 +207,7 @@ class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
     log_level: LogLevel = "INFO"
     #: Where `make run` keeps the embedded Postgres (and other local state).
     data_dir: str = ".mimic"
-    #: Keys accepted from internal callers, besides the service key.
+    #: Admin keys accepted from internal callers (tenant keys live in the database).
     api_keys: tuple[Secret, ...] = ()
 
     ENV: ClassVar = {
@@ -319,6 +334,9 @@ class EmailSettings(msgspec.Struct, kw_only=True, frozen=True):
     backoff_max_seconds: float = 3600.0
     #: BYOK: tenants' provider keys are sealed with the first key; any key opens.
     encryption_keys: tuple[EncryptionKey, ...] = ()
+    #: Tenant SMTP hosts allowed despite resolving to a non-public address (or, as
+    #: host:port, on a port other than 25, 465, 587, 2525). Empty: public servers only.
+    smtp_allowed_hosts: tuple[str, ...] = ()
 
     ENV: ClassVar = {
         "provider": ("EMAIL_PROVIDER", choice(EmailProvider)),
@@ -340,6 +358,7 @@ class EmailSettings(msgspec.Struct, kw_only=True, frozen=True):
         "backoff_base_seconds": ("EMAIL_BACKOFF_BASE_SECONDS", POSITIVE),
         "backoff_max_seconds": ("EMAIL_BACKOFF_MAX_SECONDS", POSITIVE),
         "encryption_keys": ("MIMIC_ENCRYPTION_KEYS", ENCRYPTION_KEYS),
+        "smtp_allowed_hosts": ("SMTP_ALLOWED_HOSTS", HOSTS),
     }
 
 
@@ -406,9 +425,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         return self.env == "dev"
 
     @property
-    def accepted_api_keys(self) -> tuple[Secret, ...]:
-        service = self.inkpass.service_api_key
-        return ((service,) if service else ()) + self.server.api_keys
+    def admin_api_keys(self) -> tuple[Secret, ...]:
+        """Keys accepted inbound with the admin scope. Never MIMIC_SERVICE_API_KEY: that one
+        is what Mimic sends to inkpass, and accepting it back would give inkpass full access."""
+        if self.is_dev and not self.server.api_keys:
+            return (Secret(DEV_API_KEY),)
+        return self.server.api_keys
 
     def with_database_url(self, url: str) -> Settings:
         database = msgspec.structs.replace(self.database, url=Secret(url))
@@ -447,6 +469,23 @@ def _require_production(settings: Settings, environ: Mapping[str, str]) -> None:
     missing = [name for name, value in required.items() if value is None]
     if missing:
         raise ConfigError(f"{', '.join(missing)}: required when MIMIC_ENV=production but not set")
+    service = settings.inkpass.service_api_key
+    keys = {"MIMIC_API_KEYS": settings.server.api_keys, "MIMIC_SERVICE_API_KEY": (service,)}
+    for name, values in keys.items():
+        for value in values:
+            if value is not None and value.get() == DEV_API_KEY:
+                raise ConfigError(f"{name}: the dev key is refused when MIMIC_ENV=production")
+            if value is not None and len(value.get()) < MIN_KEY_LENGTH:
+                raise ConfigError(
+                    f"{name}: keys must be at least {MIN_KEY_LENGTH} characters when "
+                    "MIMIC_ENV=production (e.g. `python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(32))'`)"
+                )
+    if settings.email.provider == "dev":
+        raise ConfigError(
+            "EMAIL_PROVIDER: 'dev' (local SMTP, no TLS) is refused when MIMIC_ENV=production; "
+            "use smtp, resend or postmark"
+        )
 
 
 def every_secret(settings: Settings) -> list[str]:

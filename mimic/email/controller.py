@@ -5,15 +5,26 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, get_args
 
+import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.openapi.spec import Example
+from litestar.params import (
+    Body,
+    FromPath,
+    FromQuery,
+    HeaderParameter,
+    JSONBody,
+    Parameter,
+    QueryParameter,
+)
 
 from mimic.core.audit import audited
-from mimic.core.auth import current_key_id, require_api_key
+from mimic.core.auth import require_api_key, scope_of
 from mimic.core.deps import Deps
-from mimic.core.errors import BadRequest, ErrorBody
+from mimic.core.errors import BadRequest, ErrorBody, NotFound
+from mimic.core.keys import check_tenant
 from mimic.email import repository
 from mimic.email.credentials import (
     CredentialIn,
@@ -34,13 +45,42 @@ from mimic.email.schemas import (
     Rendered,
     TemplateInfo,
 )
-from mimic.email.service import check_tenant, submit
+from mimic.email.service import submit
 
+AUTH_ERRORS = {
+    401: ResponseSpec(ErrorBody, description="Missing, unknown or revoked API key"),
+}
+TENANT_ERRORS = {
+    **AUTH_ERRORS,
+    403: ResponseSpec(ErrorBody, description="A tenant key naming another tenant"),
+}
 ERRORS = {
     400: ResponseSpec(ErrorBody, description="Malformed request"),
-    401: ResponseSpec(ErrorBody, description="Missing or wrong API key"),
+    **TENANT_ERRORS,
     422: ResponseSpec(ErrorBody, description="Unknown template, missing variable, bad address"),
 }
+CREDENTIAL_ERRORS = {
+    400: ResponseSpec(ErrorBody, description="Bad tenant id or provider"),
+    **TENANT_ERRORS,
+    404: ResponseSpec(ErrorBody, description="No credential for this tenant and provider"),
+}
+PREVIEW_ERRORS = {
+    400: ResponseSpec(ErrorBody, description="Malformed request"),
+    **AUTH_ERRORS,
+    422: ResponseSpec(ErrorBody, description="Unknown template or missing variable"),
+}
+SEND_EXAMPLE = Example(
+    summary="The welcome template (succeeds in dev as is)",
+    value={
+        "to": "ann@example.com",
+        "template": "welcome",
+        "data": {"name": "Ann", "login_url": "https://app.example.com/login"},
+    },
+)
+PREVIEW_EXAMPLE = Example(
+    summary="Render welcome",
+    value={"data": {"name": "Ann", "login_url": "https://app.example.com/login"}},
+)
 
 
 class _Internal(Controller):
@@ -69,13 +109,17 @@ class NotificationController(_Internal):
     )
     async def send_email(
         self,
-        data: JSONBody[EmailRequest],
+        data: Annotated[EmailRequest, Body(examples=[SEND_EXAMPLE])],
         deps: NamedDependency[Deps],
         templates: NamedDependency[Templates],
+        request: Request[Any, Any, Any],
         idempotency_key: Annotated[
             str | None, HeaderParameter(name="Idempotency-Key", required=False, max_length=255)
         ] = None,
     ) -> Response[Accepted]:
+        tenant = scope_of(request).tenant(data.tenant_id)
+        if tenant != data.tenant_id:
+            data = msgspec.structs.replace(data, tenant_id=tenant)
         accepted, replayed = await submit(deps, templates, data, idempotency_key)
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
         return Response(accepted, status_code=202, headers=headers)
@@ -83,23 +127,45 @@ class NotificationController(_Internal):
     @get(
         "/{notification_id:uuid}",
         summary="A notification with its status timeline",
-        responses={404: ResponseSpec(ErrorBody, description="No such notification")},
+        description="A tenant key sees only its own tenant's notifications (others are 404).",
+        responses={
+            400: ResponseSpec(ErrorBody, description="The id is not a uuid"),
+            **AUTH_ERRORS,
+            404: ResponseSpec(ErrorBody, description="No such notification"),
+        },
     )
     async def get_one(
-        self, notification_id: FromPath[uuid.UUID], deps: NamedDependency[Deps]
+        self,
+        notification_id: FromPath[uuid.UUID],
+        deps: NamedDependency[Deps],
+        request: Request[Any, Any, Any],
     ) -> NotificationOut:
-        return await repository.get_notification(deps.db, notification_id)
+        found = await repository.get_notification(deps.db, notification_id)
+        scope = scope_of(request)
+        if not scope.is_admin and found.tenant_id != scope.tenant_id:
+            raise NotFound(f"no notification {notification_id}")
+        return found
 
-    @get("/", summary="Notifications, newest first (keyset pagination)")
+    @get(
+        "/",
+        summary="Notifications, newest first (keyset pagination)",
+        description=(
+            "An admin key lists every tenant's (or one tenant's, with `tenant_id`); a tenant "
+            "key lists its own tenant's only."
+        ),
+        responses={400: ResponseSpec(ErrorBody, description="Malformed cursor"), **TENANT_ERRORS},
+    )
     async def list_all(
         self,
         deps: NamedDependency[Deps],
+        request: Request[Any, Any, Any],
         tenant_id: FromQuery[str | None] = None,
         status: FromQuery[NotificationStatus | None] = None,
         to: FromQuery[str | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
         cursor: FromQuery[str | None] = None,
     ) -> Page:
+        tenant_id = scope_of(request).tenant(tenant_id)
         return await repository.list_notifications(
             deps.db, tenant_id=tenant_id, status=status, to=to, limit=limit, cursor=cursor
         )
@@ -108,7 +174,7 @@ class NotificationController(_Internal):
 class TemplateController(_Internal):
     path = "/api/v1/templates"
 
-    @get("/", summary="Every template with the variables it needs")
+    @get("/", summary="Every template with the variables it needs", responses=AUTH_ERRORS)
     async def list_templates(self, templates: NamedDependency[Templates]) -> list[TemplateInfo]:
         return [templates.describe(name) for name in templates.names()]
 
@@ -116,10 +182,13 @@ class TemplateController(_Internal):
         "/{name:str}/preview",
         status_code=200,
         summary="Render a template without sending",
-        responses=ERRORS,
+        responses=PREVIEW_ERRORS,
     )
     async def preview(
-        self, name: FromPath[str], data: JSONBody[PreviewIn], templates: NamedDependency[Templates]
+        self,
+        name: Annotated[str, Parameter(examples=[Example(value="welcome")])],
+        data: Annotated[PreviewIn, Body(examples=[PREVIEW_EXAMPLE])],
+        templates: NamedDependency[Templates],
     ) -> Rendered:
         return templates.render(name, data.data, data.locale)
 
@@ -136,6 +205,7 @@ def _provider(value: str) -> CredentialProvider:
 
 class CredentialController(_Internal):
     path = "/api/v1/tenants/{tenant_id:str}/credentials/{provider:str}"
+    tags = ["byok"]
 
     @put(
         "/",
@@ -150,19 +220,34 @@ class CredentialController(_Internal):
         deps: NamedDependency[Deps],
         request: Request[Any, Any, Any],
     ) -> CredentialOut:
+        scope = scope_of(request)
         target = f"{tenant_id}/{provider}"
-        async with audited(deps.db, current_key_id(request), "put_credential", [target]):
+        async with audited(deps.db, scope.key_id, "put_credential", [target]):
+            scope.tenant(tenant_id)  # a refusal is audited too
             return await put_credential(
                 deps.db, deps.keyring, check_tenant(tenant_id), _provider(provider), data
             )
 
-    @get("/", summary="A tenant's credential: provider, from_email, last 4, times")
+    @get(
+        "/",
+        summary="A tenant's credential: provider, from_email, last 4, times",
+        responses=CREDENTIAL_ERRORS,
+    )
     async def get_cred(
-        self, tenant_id: FromPath[str], provider: FromPath[str], deps: NamedDependency[Deps]
+        self,
+        tenant_id: FromPath[str],
+        provider: FromPath[str],
+        deps: NamedDependency[Deps],
+        request: Request[Any, Any, Any],
     ) -> CredentialOut:
+        scope_of(request).tenant(tenant_id)
         return await get_credential(deps.db, check_tenant(tenant_id), _provider(provider))
 
-    @delete("/", summary="Remove a tenant's credential")
+    @delete(
+        "/",
+        summary="Remove a tenant's credential",
+        responses=CREDENTIAL_ERRORS,
+    )
     async def delete_cred(
         self,
         tenant_id: FromPath[str],
@@ -170,8 +255,10 @@ class CredentialController(_Internal):
         deps: NamedDependency[Deps],
         request: Request[Any, Any, Any],
     ) -> None:
+        scope = scope_of(request)
         target = f"{tenant_id}/{provider}"
-        async with audited(deps.db, current_key_id(request), "delete_credential", [target]):
+        async with audited(deps.db, scope.key_id, "delete_credential", [target]):
+            scope.tenant(tenant_id)
             await delete_credential(deps.db, check_tenant(tenant_id), _provider(provider))
 
 

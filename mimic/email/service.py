@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 
 from mimic.core import metrics
 from mimic.core.crypto import DecryptionFailed
 from mimic.core.deps import Deps
-from mimic.core.errors import BadRequest, Conflict, Unprocessable
+from mimic.core.errors import Conflict, Unprocessable
 from mimic.core.jobs import Backoff, RetryableError
+from mimic.core.keys import check_tenant
+from mimic.core.outbound import Allowlist
 from mimic.core.settings import EmailProvider, Secret, Settings
 from mimic.email import repository, status
 from mimic.email.addresses import validate_address, validate_addresses
@@ -31,7 +32,6 @@ from mimic.email.schemas import Accepted, EmailRequest, Recipients
 logger = logging.getLogger(__name__)
 
 MAX_RECIPIENTS = 50
-_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class EmailFailed(Exception):
@@ -39,15 +39,6 @@ class EmailFailed(Exception):
 
 
 # --- API side -----------------------------------------------------------------------------
-
-
-def check_tenant(tenant_id: str) -> str:
-    if not _TENANT.match(tenant_id):
-        raise BadRequest(
-            "tenant_id must be 1-64 characters of letters, digits, '_', '.', '-'",
-            code="invalid_tenant",
-        )
-    return tenant_id
 
 
 def check_recipients(request: EmailRequest) -> Recipients:
@@ -184,8 +175,10 @@ async def dispatch(
         return await send_smtp(config, message, timeout=timeout)
     if provider == "smtp":
         if credential and credential.smtp:
-            config = credential.smtp
-        elif settings.smtp_host is not None:
+            # A tenant's own server: the SSRF rule applies (core.outbound).
+            guard = Allowlist(settings.smtp_allowed_hosts)
+            return await send_smtp(credential.smtp, message, timeout=timeout, guard=guard)
+        if settings.smtp_host is not None:
             config = SmtpConfig(
                 host=settings.smtp_host,
                 port=settings.smtp_port,

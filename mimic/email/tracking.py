@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from mimic.core.deps import Deps
+from mimic.core.settings import EmailSettings
 from mimic.email import repository, status
 from mimic.events.routing import Rule
 from mimic.events.schemas import DeliveryContext, Outcome, Route
@@ -20,6 +21,17 @@ EVENT_TASK = "mimic.tasks.handle_email_delivery_event"
 TARGET = "mimic"
 #: Attempts to find the notification an event is about before ignoring the event.
 UNKNOWN_EMAIL_ATTEMPTS = 3
+
+
+def unknown_message_window(settings: EmailSettings) -> float:
+    """How long an event for a message id Mimic does not know yet keeps being retried.
+
+    A send whose outcome was unknown (a Postmark timeout, say) may have been delivered at
+    once, yet its provider id is recorded only when the retry finds it, after
+    POSTMARK_RECHECK_SECONDS and up to three provider calls. The window covers that, with
+    half again as margin for a busy worker."""
+    return 1.5 * (settings.postmark_recheck_seconds + 3 * settings.provider_timeout_seconds)
+
 
 #: event type -> (timeline status, whether it moves the notification's status)
 RESEND_EVENTS: dict[str, tuple[str, bool]] = {
@@ -103,10 +115,11 @@ async def apply_email_event(context: DeliveryContext, deps: Deps) -> Outcome:
     found = await repository.by_provider_message(deps.db, context.provider, event.message_id)
     if found is None:
         missing = f"no notification has {context.provider} id {event.message_id}"
-        if context.attempt >= UNKNOWN_EMAIL_ATTEMPTS:
+        window = unknown_message_window(deps.settings.email)
+        if context.attempt >= UNKNOWN_EMAIL_ATTEMPTS and context.age_seconds >= window:
             # Not one of ours (a shared provider account), or never recorded: stop asking.
             return Outcome(kind="success", result={"ignored": missing})
-        # The send may not have recorded the provider's id yet: retry a little.
+        # The send may not have recorded the provider's id yet: retry until the window ends.
         return Outcome(kind="retry", error=missing)
     await status.apply_provider_event(
         deps.db,

@@ -12,7 +12,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from mimic.core.audit import audited
-from mimic.core.auth import current_key_id, require_api_key
+from mimic.core.auth import current_key_id, require_admin_key
 from mimic.core.deps import Deps
 from mimic.core.errors import ErrorBody
 from mimic.events import admin
@@ -31,7 +31,8 @@ from mimic.events.schemas import (
 
 ERRORS = {
     400: ResponseSpec(ErrorBody, description="A bad filter, date, limit, id or cursor"),
-    401: ResponseSpec(ErrorBody, description="Missing or wrong API key"),
+    401: ResponseSpec(ErrorBody, description="Missing, unknown or revoked API key"),
+    403: ResponseSpec(ErrorBody, description="A tenant key: these routes need an admin key"),
 }
 NOT_FOUND = {404: ResponseSpec(ErrorBody, description="No such event or delivery")}
 Limit = Annotated[int, QueryParameter(ge=1, le=250, description="page size (1-250)")]
@@ -44,7 +45,7 @@ Until = Annotated[datetime.datetime | None, QueryParameter(description="received
 
 class GatewayAdminController(Controller):
     path = "/api/v1/gateway/webhooks"
-    guards = [require_api_key]
+    guards = [require_admin_key]
     tags = ["gateway admin"]
     security = [{"apiKey": []}, {"bearer": []}]
 

@@ -30,7 +30,8 @@ UPDATE webhook_deliveries d
   FROM webhook_events e
  WHERE d.id = $1 AND e.id = d.event_id AND d.status IN ('pending', 'dispatched', 'failed')
 RETURNING d.attempt_count AS attempt, d.task_name, d.target_service, e.id AS event_uuid,
-          e.provider, e.event_id, e.event_type, e.payload::text AS payload
+          e.provider, e.event_id, e.event_type, e.payload::text AS payload,
+          extract(epoch FROM now() - d.created_at)::float8 AS age_seconds
 
 -- name: interrupt_delivery
 -- An attempt cut off by a shutdown: record why it will run again.

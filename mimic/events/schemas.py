@@ -50,6 +50,8 @@ class DeliveryContext(msgspec.Struct, kw_only=True, frozen=True):
     event_id: str
     event_type: str
     payload: dict[str, Any]
+    #: Seconds since this delivery was created (by the database's clock).
+    age_seconds: float = 0.0
 
 
 class TargetRequest(msgspec.Struct, kw_only=True, frozen=True):

@@ -1,4 +1,5 @@
-"""`mimic events`, `mimic replay`, `mimic retry` (what `make events|replay|retry` run)."""
+"""`mimic events`, `mimic replay`, `mimic retry` (what `make events|replay|retry` run), and
+`mimic keys` for tenant keys."""
 
 from __future__ import annotations
 
@@ -24,8 +25,13 @@ from tests.helpers import (
 pytestmark = pytest.mark.slow
 
 
-def mimic(*args: str, url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MIMIC_URL": url, "MIMIC_API_KEY": TEST_SECRETS["MIMIC_SERVICE_API_KEY"]}
+def mimic(*args: str, url: str = "", **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "MIMIC_URL": url,
+        "MIMIC_API_KEY": TEST_SECRETS["MIMIC_API_KEYS"],
+        **extra,
+    }
     return subprocess.run(
         [sys.executable, "-m", "mimic", *args],
         env=env,
@@ -63,3 +69,35 @@ async def test_admin_commands_call_the_api(database_url: str) -> None:
     gone = await asyncio.to_thread(mimic, "events", url=url)
     assert gone.returncode == 1
     assert "is `make run` up?" in gone.stderr
+
+
+async def test_tenant_keys_are_created_listed_and_revoked(database_url: str) -> None:
+    settings = make_settings(database_url)
+    env = {"DATABASE_URL": database_url}
+    created = await asyncio.to_thread(mimic, "keys", "create", "--tenant", "acme", **env)
+    assert created.returncode == 0, created.stderr
+    fields = dict(line.split(":", 1) for line in created.stdout.splitlines())
+    kid, key = fields["id"].strip(), fields["key"].strip()
+    assert key.startswith("mimic_tk_")
+    assert "not shown again" in created.stderr
+
+    listed = await asyncio.to_thread(mimic, "keys", "list", **env)
+    assert listed.stdout.split("\t")[:2] == [kid, "acme"]
+    assert key not in listed.stdout
+    assert "live" in listed.stdout
+
+    async with client_for(create_app(settings)) as client:
+        own = await client.get("/api/v1/notifications", headers={"X-API-Key": key})
+        assert own.status_code == 200
+        revoked = await asyncio.to_thread(mimic, "keys", "revoke", kid, **env)
+        assert revoked.returncode == 0, revoked.stderr
+        after = await client.get("/api/v1/notifications", headers={"X-API-Key": key})
+        assert after.status_code == 401
+    assert "revoked" in (await asyncio.to_thread(mimic, "keys", "list", **env)).stdout
+
+    unknown = await asyncio.to_thread(mimic, "keys", "revoke", "key_000000000000", **env)
+    assert unknown.returncode == 1
+    assert "mimic keys list" in unknown.stderr
+    bad = await asyncio.to_thread(mimic, "keys", "create", "--tenant", "no spaces", **env)
+    assert bad.returncode == 1
+    assert "tenant_id must be" in bad.stderr

@@ -154,7 +154,13 @@ async def test_a_worker_started_before_its_database_waits_for_it(tmp_path: pathl
     env = {**TEST_SECRETS, "DATABASE_URL": postgres.uri, "WORKER_HEALTH_PORT": str(health_port)}
     worker = start_mimic("worker", env, log=tmp_path / "worker.log")
     try:
-        await asyncio.sleep(2)
+        log_file = tmp_path / "worker.log"
+
+        async def waiting() -> bool:  # it has tried, found nothing, and says so
+            return "database unavailable at startup" in log_file.read_text()
+
+        await wait_for(waiting, within=30)  # (a loaded machine may take seconds to boot it)
+        await asyncio.sleep(1)  # a few more tries
         assert worker.poll() is None, "the worker gave up on a database that was not up yet"
         await asyncio.to_thread(postgres.start)
         await wait_for(lambda: answers_200(f"http://127.0.0.1:{health_port}/readyz"), within=30)

@@ -29,6 +29,7 @@ def test_mimic_run_serves_api_and_worker_on_the_embedded_database(
         "DATABASE_URL": "",
         "INKPASS_INTERNAL_URL": "",  # unset: `mimic run` starts its inkpass stand-in
         "MIMIC_SERVICE_API_KEY": "",  # the documented dev key
+        "MIMIC_API_KEYS": "",
     }
     base = f"http://127.0.0.1:{port}"
 

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import email.message
 import email.utils
+import logging
+import socket
 
 import aiosmtplib
 
+from mimic.core.outbound import (
+    SMTP_PORTS,
+    Allowlist,
+    OutboundRefused,
+    Unresolved,
+    connect_checked,
+    resolve_checked,
+)
 from mimic.email.providers import (
     OutgoingEmail,
     PermanentSendError,
@@ -34,34 +44,71 @@ def mime_message(message: OutgoingEmail) -> email.message.EmailMessage:
     return mime
 
 
-async def send_smtp(config: SmtpConfig, message: OutgoingEmail, *, timeout: float) -> Sent:
+logger = logging.getLogger(__name__)
+
+
+async def send_smtp(
+    config: SmtpConfig,
+    message: OutgoingEmail,
+    *,
+    timeout: float,
+    guard: Allowlist | None = None,
+) -> Sent:
+    """Send one message. With ``guard`` (a tenant's own server), the host is resolved and
+    checked now and the connection goes to the checked address (see ``core.outbound``).
+
+    What is stored (and shown by the API) is a generic class of failure with the reply code,
+    never the server's text: a tenant's server could be anything, and its banner or reply
+    must not leak through Mimic. The platform's own server's text goes to the log."""
     mime = mime_message(message)
+    where: dict[str, object] = {"hostname": config.host, "port": config.port}
+    sock: socket.socket | None = None
+    if guard is not None:
+        try:
+            addresses = await resolve_checked(
+                config.host, config.port, allowlist=guard, ports=SMTP_PORTS
+            )
+            sock = await connect_checked(addresses, timeout=timeout)
+        except OutboundRefused as exc:
+            raise PermanentSendError(f"SMTP destination refused: {exc}") from None
+        except Unresolved as exc:
+            raise RetryableSendError(f"SMTP connection failed: {exc}") from None
+        except (OSError, TimeoutError) as exc:
+            raise RetryableSendError(f"SMTP connection failed: {type(exc).__name__}") from None
+        where = {"hostname": config.host, "sock": sock}
     try:
         refused, _reply = await aiosmtplib.send(
             mime,
             recipients=[*message.to, *message.cc, *message.bcc],
-            hostname=config.host,
-            port=config.port,
             username=config.username,
             password=config.password,
             use_tls=config.security == "tls",
             start_tls=config.security == "starttls",
             timeout=timeout,
+            **where,  # type: ignore[arg-type]
         )
     except aiosmtplib.SMTPRecipientsRefused as exc:
-        every = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+        _log_reply(guard, "; ".join(f"{r.code} {r.message}" for r in exc.recipients))
+        every = ", ".join(f"{r.recipient} ({r.code})" for r in exc.recipients)
         raise PermanentSendError(f"SMTP refused recipients: {every}") from None
     except aiosmtplib.SMTPResponseException as exc:
-        reason = f"SMTP {exc.code}: {exc.message}"
+        _log_reply(guard, f"{exc.code} {exc.message}")
         if 400 <= exc.code < 500:
-            raise RetryableSendError(reason) from None
-        raise PermanentSendError(reason) from None
+            raise RetryableSendError(f"SMTP temporary failure ({exc.code})") from None
+        raise PermanentSendError(f"SMTP permanent failure ({exc.code})") from None
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         raise RetryableSendError(f"SMTP connection failed: {type(exc).__name__}") from None
+    finally:
+        if sock is not None:
+            sock.close()
     note = None
     if refused:
         # Some recipients were refused; the others got the message.
-        note = "refused: " + "; ".join(
-            f"{rcpt}: {r.code} {r.message}" for rcpt, r in refused.items()
-        )
+        _log_reply(guard, "; ".join(f"{r.code} {r.message}" for r in refused.values()))
+        note = "refused: " + ", ".join(f"{rcpt} ({r.code})" for rcpt, r in refused.items())
     return Sent(str(mime["Message-ID"]), note)
+
+
+def _log_reply(guard: Allowlist | None, text: str) -> None:
+    if guard is None:  # the platform's own server: its words help the operator
+        logger.warning("SMTP server replied: %s", text[:300])

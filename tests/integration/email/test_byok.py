@@ -27,7 +27,7 @@ from tests.helpers import (
     wait_for_value,
 )
 
-AUTH = {"X-API-Key": TEST_SECRETS["MIMIC_SERVICE_API_KEY"]}
+AUTH = {"X-API-Key": TEST_SECRETS["MIMIC_API_KEYS"]}
 ACME_KEY = "re_acme_secret_key_AAAA1111"
 GLOBEX_KEY = "re_globex_secret_key_BBBB2222"
 SMTP_PASSWORD = "smtp-pass-CCCC3333"
@@ -339,9 +339,11 @@ async def test_rotate_keys_reseals_under_the_new_key(
 
 
 async def test_tenant_smtp_credential_logs_in_to_the_tenants_server(
-    client: AsyncTestClient[Litestar], settings: Settings, db: asyncpg.Connection
+    client: AsyncTestClient[Litestar], database_url: str, db: asyncpg.Connection
 ) -> None:
     with SmtpSink(login=("acme", SMTP_PASSWORD)) as server:
+        # A loopback server on a test port: allowed explicitly (see test_ssrf.py).
+        settings = make_settings(database_url, SMTP_ALLOWED_HOSTS=f"127.0.0.1:{server.port}")
         body = {
             "from_email": "mail@acme.example",
             "smtp": {

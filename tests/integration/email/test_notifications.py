@@ -26,7 +26,7 @@ from tests.helpers import (
     wait_for_value,
 )
 
-AUTH = {"X-API-Key": TEST_SECRETS["MIMIC_SERVICE_API_KEY"]}
+AUTH = {"X-API-Key": TEST_SECRETS["MIMIC_API_KEYS"]}
 WELCOME = {
     "to": "ann@example.com",
     "template": "welcome",
@@ -47,7 +47,7 @@ def settings(database_url: str, smtp: SmtpSink) -> Settings:
         EMAIL_PROVIDER="dev",
         DEV_SMTP_HOST="127.0.0.1",
         DEV_SMTP_PORT=str(smtp.port),
-        MIMIC_API_KEYS="second-caller-key-123",
+        MIMIC_API_KEYS=TEST_SECRETS["MIMIC_API_KEYS"] + ",second-caller-key-123",
     )
 
 
@@ -100,7 +100,7 @@ async def test_every_internal_endpoint_needs_a_key(
     "headers",
     [
         AUTH,
-        {"Authorization": f"Bearer {TEST_SECRETS['MIMIC_SERVICE_API_KEY']}"},
+        {"Authorization": f"Bearer {TEST_SECRETS['MIMIC_API_KEYS']}"},
         {"X-API-Key": "second-caller-key-123"},
     ],
     ids=["x-api-key", "bearer", "extra-key"],
@@ -365,7 +365,7 @@ async def test_openapi_documents_the_egress_api(client: AsyncTestClient[Litestar
 
 
 async def test_dev_make_run_key_works_without_configuration(database_url: str) -> None:
-    settings = make_settings(database_url, MIMIC_SERVICE_API_KEY="")
+    settings = make_settings(database_url, MIMIC_SERVICE_API_KEY="", MIMIC_API_KEYS="")
     async with client_for(create_app(settings)) as client:
         response = await client.get("/api/v1/templates", headers={"X-API-Key": "mimic-dev-key"})
     assert response.status_code == 200

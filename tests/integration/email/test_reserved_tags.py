@@ -13,7 +13,7 @@ from mimic.email.providers.postmark import send_postmark
 from tests.fakes import FakeHTTPServer, postmark_responder
 from tests.helpers import TEST_SECRETS
 
-KEY = {"X-API-Key": TEST_SECRETS["MIMIC_SERVICE_API_KEY"]}
+KEY = {"X-API-Key": TEST_SECRETS["MIMIC_API_KEYS"]}
 WELCOME = {"to": "a@example.com", "template": "welcome", "data": {"name": "A", "login_url": "u"}}
 
 

@@ -26,7 +26,7 @@ from tests.helpers import (
 )
 
 BASE = "/api/v1/gateway/webhooks"
-KEY = {"X-API-Key": TEST_SECRETS["MIMIC_SERVICE_API_KEY"]}
+KEY = {"X-API-Key": TEST_SECRETS["MIMIC_API_KEYS"]}
 
 
 @pytest.fixture
@@ -193,7 +193,7 @@ async def test_replay_routes_again_and_keeps_the_old_delivery(
     ]
     assert rows[0]["target_ids"] == [event_id]
     assert rows[0]["key_id"].startswith("key_")
-    assert TEST_SECRETS["MIMIC_SERVICE_API_KEY"] not in str([dict(r) for r in rows])
+    assert TEST_SECRETS["MIMIC_API_KEYS"] not in str([dict(r) for r in rows])
 
 
 async def test_retry_a_failed_delivery_with_the_same_key(

@@ -28,7 +28,7 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-KEY = {"X-API-Key": TEST_SECRETS["MIMIC_SERVICE_API_KEY"]}
+KEY = {"X-API-Key": TEST_SECRETS["MIMIC_API_KEYS"]}
 WEBHOOKS = "/api/v1/gateway/webhooks"
 
 json_values = st.recursive(

@@ -19,7 +19,7 @@ from mimic.app import create_app
 from tests.helpers import TEST_SECRETS, client_for, make_settings, stripe_headers
 
 WEBHOOKS = "/api/v1/gateway/webhooks"
-KEY = {"X-API-Key": TEST_SECRETS["MIMIC_SERVICE_API_KEY"]}
+KEY = {"X-API-Key": TEST_SECRETS["MIMIC_API_KEYS"]}
 DEEP = "[" * 5000 + "]" * 5000
 
 

@@ -327,7 +327,7 @@ async def test_dev_test_endpoint_rejects_bad_input(client: AsyncTestClient[Lites
 
 
 async def test_dev_test_endpoint_is_404_in_production(database_url: str) -> None:
-    settings = make_settings(database_url, MIMIC_ENV="production")
+    settings = make_settings(database_url, MIMIC_ENV="production", EMAIL_PROVIDER="resend")
     async with client_for(create_app(settings)) as client:
         response = await client.post(f"{URL}/test", json={"type": "invoice.paid"})
         schema = (await client.get("/docs/openapi.json")).json()

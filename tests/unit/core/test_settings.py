@@ -81,14 +81,36 @@ def test_production_refuses_missing_secrets() -> None:
     assert "DATABASE_URL" not in message
 
 
+PRODUCTION = {
+    **TEST_SECRETS,
+    "MIMIC_ENV": "production",
+    "DATABASE_URL": "postgresql://x/y",
+    "INKPASS_INTERNAL_URL": "http://inkpass:8002",
+    "EMAIL_PROVIDER": "resend",
+}
+
+
 def test_production_with_every_secret_starts() -> None:
-    env = {
-        **TEST_SECRETS,
-        "MIMIC_ENV": "production",
-        "DATABASE_URL": "postgresql://x/y",
-        "INKPASS_INTERNAL_URL": "http://inkpass:8002",
-    }
-    assert Settings.from_env(env).env == "production"
+    assert Settings.from_env(PRODUCTION).env == "production"
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"MIMIC_API_KEYS": "mimic-dev-key"}, "MIMIC_API_KEYS: the dev key"),
+        ({"MIMIC_SERVICE_API_KEY": "mimic-dev-key"}, "MIMIC_SERVICE_API_KEY: the dev key"),
+        ({"MIMIC_API_KEYS": "x" * 40 + ",short-key-31-characters-long-xx"}, "MIMIC_API_KEYS: keys"),
+        ({"MIMIC_SERVICE_API_KEY": "y" * 31}, "MIMIC_SERVICE_API_KEY: keys must be at least 32"),
+        ({"EMAIL_PROVIDER": "dev"}, "EMAIL_PROVIDER: 'dev'"),
+        ({"EMAIL_PROVIDER": ""}, "EMAIL_PROVIDER: 'dev'"),  # the default is dev
+        ({"MIMIC_ENCRYPTION_KEYS": ""}, "MIMIC_ENCRYPTION_KEYS"),
+    ],
+)
+def test_production_refuses_dev_conveniences(change: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**PRODUCTION, **change})
+    assert named in str(info.value)
+    assert "x" * 40 not in str(info.value)  # never echoes a key
 
 
 def test_secret_repr_is_masked() -> None:
@@ -120,10 +142,22 @@ def test_database_password_is_masked_in_logs_even_alone() -> None:
     assert "S3cret" not in record.getMessage()
 
 
-def test_dev_gets_a_documented_api_key_production_does_not() -> None:
-    assert Settings.from_env({}).accepted_api_keys == (Secret("mimic-dev-key"),)
+def test_dev_gets_a_documented_admin_key_production_does_not() -> None:
+    assert Settings.from_env({}).admin_api_keys == (Secret("mimic-dev-key"),)
+    # Configured admin keys replace it, in dev too.
+    assert Settings.from_env({"MIMIC_API_KEYS": "a,b"}).admin_api_keys == (
+        Secret("a"),
+        Secret("b"),
+    )
+    assert Settings.from_env(PRODUCTION).admin_api_keys == (Secret(TEST_SECRETS["MIMIC_API_KEYS"]),)
     with pytest.raises(ConfigError, match="MIMIC_SERVICE_API_KEY"):
         Settings.from_env({"MIMIC_ENV": "production"})
+
+
+def test_the_service_key_is_never_accepted_inbound() -> None:
+    settings = Settings.from_env({"MIMIC_SERVICE_API_KEY": "svc-key-for-inkpass"})
+    assert Secret("svc-key-for-inkpass") not in settings.admin_api_keys
+    assert settings.inkpass.service_api_key == Secret("svc-key-for-inkpass")
 
 
 def test_every_setting_has_one_variable_and_one_default() -> None:
