@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pathlib
 from collections.abc import AsyncIterator
+from importlib import resources
 from typing import Any
 
 import msgspec
@@ -14,7 +16,8 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, SecurityScheme, Tag
+from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from mimic import __version__
@@ -69,6 +72,73 @@ def _provide_deps(state: State) -> Deps:
     return deps
 
 
+#: The Swagger UI's own files, from the swagger-ui-py package: /docs works without internet.
+DOCS_ASSETS = "/docs/assets"
+_SWAGGER_DIR = pathlib.Path(str(resources.files("swagger_ui") / "static"))
+
+DESCRIPTION = """\
+Mimic is a webhook gateway and a transactional email service on Postgres alone.
+
+- **Ingress:** Stripe, Resend (Svix) and Postmark webhooks are verified, stored with their raw
+  body, and routed to internal services (inkpass) with retries. A 2xx means the event is
+  committed.
+- **Egress:** email from Jinja templates through Resend, Postmark or SMTP, tracked until it is
+  delivered or fails; tenants can bring their own provider keys (BYOK).
+
+Internal routes need an API key (`X-API-Key` or `Authorization: Bearer`): an **admin** key
+(`MIMIC_API_KEYS`; `mimic-dev-key` in dev) or a **tenant** key from `mimic keys create`, which
+acts only for its tenant. Every error is `{"error": "<code>", "detail": "<sentence>"}`.
+"""
+
+TAGS = [
+    Tag(name="webhooks", description="Provider webhooks: verified by signature, no API key."),
+    Tag(
+        name="gateway admin",
+        description="Stored events and deliveries: list, replay, retry. Admin keys only.",
+    ),
+    Tag(
+        name="notifications",
+        description="Send email from templates and follow each message to delivered or failed.",
+    ),
+    Tag(
+        name="byok",
+        description=(
+            "Bring your own keys: a tenant's Resend, Postmark or SMTP credential, sealed at rest "
+            "and never shown again. A tenant key manages only its own tenant's."
+        ),
+    ),
+    Tag(name="operations", description="Liveness, readiness and Prometheus metrics."),
+]
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Mimic",
+        version=__version__,
+        description=DESCRIPTION,
+        tags=TAGS,
+        path="/docs",
+        components=Components(
+            security_schemes={
+                "apiKey": SecurityScheme(
+                    type="apiKey", name="X-API-Key", security_scheme_in="header"
+                ),
+                "bearer": SecurityScheme(type="http", scheme="bearer"),
+            }
+        ),
+        render_plugins=[
+            SwaggerRenderPlugin(
+                path="/",
+                js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+                favicon=f"<link rel='icon' href='{DOCS_ASSETS}/favicon-32x32.png'>",
+            ),
+            JsonRenderPlugin(),
+        ],
+    )
+
+
 def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litestar:
     if settings.database.url is None:
         raise ValueError("create_app needs settings with a database URL")
@@ -84,6 +154,9 @@ def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litest
 
     handlers: list[ControllerRouterHandler] = [
         HealthController,
+        create_static_files_router(
+            DOCS_ASSETS, directories=[_SWAGGER_DIR], include_in_schema=False, name="docs-assets"
+        ),
         WebhookController,
         GatewayAdminController,
         *EMAIL_CONTROLLERS,
@@ -103,23 +176,7 @@ def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litest
         state=State(),
         exception_handlers={Exception: error_response},
         request_max_body_size=settings.webhooks.max_body_bytes,
-        openapi_config=OpenAPIConfig(
-            title="Mimic",
-            version=__version__,
-            description=(
-                "Webhook gateway (Stripe, Resend) and transactional email on Postgres alone."
-            ),
-            path="/docs",
-            components=Components(
-                security_schemes={
-                    "apiKey": SecurityScheme(
-                        type="apiKey", name="X-API-Key", security_scheme_in="header"
-                    ),
-                    "bearer": SecurityScheme(type="http", scheme="bearer"),
-                }
-            ),
-            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
-        ),
+        openapi_config=openapi_config(),
         logging_config=None,
         debug=False,
     )

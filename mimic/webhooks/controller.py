@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -14,6 +15,7 @@ from litestar import Controller, Request, post
 from litestar.di import NamedDependency
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
 from mimic.core import metrics
 from mimic.core.deps import Deps
@@ -62,6 +64,48 @@ class PostmarkEventIn(msgspec.Struct, kw_only=True):
     RecordType: Key
     MessageID: Key
 
+
+def raw_json_body(description: str, example: dict[str, Any]) -> type[Operation]:
+    """Documents the body of a handler that reads (and verifies) the raw bytes itself."""
+
+    @dataclasses.dataclass
+    class RawBody(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = RequestBody(
+                required=True,
+                description=description,
+                content={
+                    "application/json": OpenAPIMediaType(
+                        schema=Schema(type=OpenAPIType.OBJECT), example=example
+                    )
+                },
+            )
+
+    return RawBody
+
+
+STRIPE_EXAMPLE: dict[str, Any] = {
+    "id": "evt_1PqDemo0000000000000000",
+    "object": "event",
+    "type": "customer.subscription.created",
+    "created": 1764000000,
+    "data": {"object": {"id": "sub_123", "object": "subscription", "customer": "cus_123"}},
+}
+STRIPE_TEST_EXAMPLE: dict[str, Any] = {
+    "type": "customer.subscription.created",
+    "data": {"object": {"id": "sub_123", "customer": "cus_123", "status": "active"}},
+}
+RESEND_EXAMPLE: dict[str, Any] = {
+    "type": "email.delivered",
+    "created_at": "2026-11-26T10:00:00.000Z",
+    "data": {"email_id": "4ef9a417-02e9-4d39-ad75-9611e0fcc33c", "to": ["ann@example.com"]},
+}
+POSTMARK_EXAMPLE: dict[str, Any] = {
+    "RecordType": "Delivery",
+    "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
+    "Recipient": "ann@example.com",
+    "DeliveredAt": "2026-11-26T10:00:00Z",
+}
 
 ERRORS = {
     400: ResponseSpec(ErrorBody, description="Rejected: bad signature, header or JSON"),
@@ -139,6 +183,9 @@ class WebhookController(Controller):
         "/stripe",
         status_code=200,
         summary="Receive a signed Stripe webhook",
+        operation_class=raw_json_body(
+            "A Stripe event, exactly as Stripe signed it", STRIPE_EXAMPLE
+        ),
         description=(
             "Verifies `Stripe-Signature` (any matching v1, ±STRIPE_TOLERANCE_SECONDS), stores "
             "the event and its raw body, and enqueues one job per route in the same "
@@ -179,6 +226,7 @@ class WebhookController(Controller):
         "/resend",
         status_code=200,
         summary="Receive a signed Resend (Svix) webhook",
+        operation_class=raw_json_body("A Resend event, exactly as Svix signed it", RESEND_EXAMPLE),
         description=(
             "Verifies the `svix-*` headers (±5 minutes), stores the event keyed by `svix-id` "
             "and queues `mimic.tasks.handle_email_delivery_event` for `email.*` events, which "
@@ -217,6 +265,7 @@ class WebhookController(Controller):
         "/postmark",
         status_code=200,
         summary="Receive a Postmark webhook (HTTP Basic credentials in the webhook URL)",
+        operation_class=raw_json_body("A Postmark webhook record", POSTMARK_EXAMPLE),
         description=(
             "Postmark does not sign webhooks: configure the URL as "
             "`https://postmark:<POSTMARK_WEBHOOK_SECRET>@<host>/api/v1/gateway/webhooks/postmark`. "
@@ -265,6 +314,10 @@ class StripeTestController(Controller):
         "/stripe/test",
         status_code=200,
         summary="Dev only: an unsigned Stripe event through the same pipeline",
+        operation_class=raw_json_body(
+            "A Stripe event without a signature; `type` is required, `id` optional",
+            STRIPE_TEST_EXAMPLE,
+        ),
         description="Exists only when MIMIC_ENV=dev (404 elsewhere). `id` defaults to evt_test_….",
         responses=ERRORS,
     )
