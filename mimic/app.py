@@ -107,6 +107,13 @@ TAGS = [
             "and never shown again. A tenant key manages only its own tenant's."
         ),
     ),
+    Tag(
+        name="suppressions",
+        description=(
+            "Addresses a tenant no longer mails: added on a hard bounce, a complaint or a "
+            "provider's suppression; a send to one is refused with 422 recipient_suppressed."
+        ),
+    ),
     Tag(name="operations", description="Liveness, readiness and Prometheus metrics."),
 ]
 

@@ -29,3 +29,13 @@ webhook_latency = Histogram(
     "Time to verify, store and enqueue one webhook",
     ["provider"],
 )
+suppressions_added = Counter(
+    "mimic_suppressions_added_total",
+    "Addresses added to a suppression list, by reason",
+    ["reason"],
+)
+sends_refused = Counter(
+    "mimic_sends_refused_total",
+    "Sends refused before anything was stored, by reason",
+    ["reason"],
+)

@@ -11,19 +11,28 @@ from typing import TypeVar
 from mimic.core.errors import BadRequest
 
 
-def encode_cursor(at: datetime.datetime, row_id: uuid.UUID) -> str:
+def encode_cursor(at: datetime.datetime, row_id: uuid.UUID | str) -> str:
     raw = f"{at.isoformat()}|{row_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> tuple[datetime.datetime, uuid.UUID]:
+    at, ident = decode_text_cursor(cursor)
+    try:
+        return at, uuid.UUID(ident)
+    except ValueError:
+        raise BadRequest("cursor is not one this API returned", code="invalid_cursor") from None
+
+
+def decode_text_cursor(cursor: str) -> tuple[datetime.datetime, str]:
+    """For tables keyed by text (e.g. an address) rather than a uuid."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        when, _, ident = raw.partition("|")
+        when, sep, ident = raw.partition("|")
         at = datetime.datetime.fromisoformat(when)
-        if at.tzinfo is None:
+        if at.tzinfo is None or not sep:
             raise ValueError(when)
-        return at, uuid.UUID(ident)
+        return at, ident
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("cursor is not one this API returned", code="invalid_cursor") from None
 
@@ -32,7 +41,7 @@ T = TypeVar("T")
 
 
 def page(
-    rows: Sequence[T], limit: int, key: Callable[[T], tuple[datetime.datetime, uuid.UUID]]
+    rows: Sequence[T], limit: int, key: Callable[[T], tuple[datetime.datetime, uuid.UUID | str]]
 ) -> tuple[list[T], str | None]:
     """Rows fetched with ``limit + 1``: this page, and the cursor of the next (None: last)."""
     items = list(rows[:limit])

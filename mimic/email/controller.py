@@ -25,7 +25,8 @@ from mimic.core.auth import require_api_key, scope_of
 from mimic.core.deps import Deps
 from mimic.core.errors import BadRequest, ErrorBody, NotFound
 from mimic.core.keys import check_tenant
-from mimic.email import repository
+from mimic.email import repository, suppression
+from mimic.email.addresses import validate_address
 from mimic.email.credentials import (
     CredentialIn,
     CredentialOut,
@@ -262,4 +263,98 @@ class CredentialController(_Internal):
             await delete_credential(deps.db, check_tenant(tenant_id), _provider(provider))
 
 
-CONTROLLERS = [NotificationController, TemplateController, CredentialController]
+class SuppressionIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    email: str
+    tenant_id: str | None = None
+    detail: str | None = None
+
+
+class SuppressionController(_Internal):
+    path = "/api/v1/suppressions"
+    tags = ["suppressions"]
+
+    @get(
+        "/",
+        summary="A tenant's suppressed addresses, newest first (keyset pagination)",
+        description=(
+            "Without `tenant_id` an admin key sees the platform's list; a tenant key always "
+            "sees its own. `email` finds one address (the domain compares case-insensitively, "
+            "the local part exactly)."
+        ),
+        responses={400: ResponseSpec(ErrorBody, description="Malformed cursor"), **TENANT_ERRORS},
+    )
+    async def list_suppressions(
+        self,
+        deps: NamedDependency[Deps],
+        request: Request[Any, Any, Any],
+        tenant_id: FromQuery[str | None] = None,
+        email: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 50,
+        cursor: FromQuery[str | None] = None,
+    ) -> suppression.SuppressionPage:
+        tenant = scope_of(request).tenant(tenant_id)
+        return await suppression.list_page(
+            deps.db, tenant, email_filter=email, limit=limit, cursor=cursor
+        )
+
+    @post(
+        "/",
+        status_code=201,
+        summary="Suppress an address by hand (reason: manual)",
+        responses={**ERRORS},
+    )
+    async def add_suppression(
+        self,
+        data: Annotated[
+            SuppressionIn,
+            Body(examples=[Example(value={"email": "ann@example.com", "detail": "asked"})]),
+        ],
+        deps: NamedDependency[Deps],
+        request: Request[Any, Any, Any],
+    ) -> suppression.Suppression:
+        scope = scope_of(request)
+        async with audited(deps.db, scope.key_id, "add_suppression", [data.email]):
+            tenant = scope.tenant(data.tenant_id)
+            if tenant is not None:
+                check_tenant(tenant)
+            address = validate_address(data.email, "email")
+            await suppression.add(
+                deps.db, tenant, [address], reason="manual", detail=data.detail or "added by hand"
+            )
+        found = await suppression.list_page(
+            deps.db, tenant, email_filter=address, limit=1, cursor=None
+        )
+        return found.items[0]
+
+    @delete(
+        "/{email:str}",
+        summary="Take an address off a tenant's list (a complaint needs force=true)",
+        description="The removal is written to the audit log, with the reason it had.",
+        responses={
+            400: ResponseSpec(ErrorBody, description="Malformed query"),
+            **TENANT_ERRORS,
+            404: ResponseSpec(ErrorBody, description="Not suppressed for this tenant"),
+            409: ResponseSpec(ErrorBody, description="A complaint, and force is not true"),
+        },
+    )
+    async def remove_suppression(
+        self,
+        email: FromPath[str],
+        deps: NamedDependency[Deps],
+        request: Request[Any, Any, Any],
+        tenant_id: FromQuery[str | None] = None,
+        force: FromQuery[bool] = False,
+    ) -> None:
+        scope = scope_of(request)
+        async with audited(deps.db, scope.key_id, "remove_suppression", [email]) as entry:
+            tenant = scope.tenant(tenant_id)
+            removed = await suppression.remove(deps.db, tenant, email, force=force)
+            entry.detail = {"tenant_id": tenant, "reason": removed.reason, "force": force}
+
+
+CONTROLLERS = [
+    NotificationController,
+    TemplateController,
+    CredentialController,
+    SuppressionController,
+]

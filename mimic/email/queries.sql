@@ -98,7 +98,8 @@ SELECT status FROM notifications WHERE id = $1
 
 -- name: find_by_provider_message
 -- The notification a provider's message id belongs to.
-SELECT id, status FROM notifications WHERE provider = $1 AND provider_message_id = $2
+SELECT id, status, tenant_id, "to" FROM notifications
+ WHERE provider = $1 AND provider_message_id = $2
 
 -- name: advance_status
 -- Move a notification forward (never back) after a provider event.

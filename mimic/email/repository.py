@@ -27,6 +27,8 @@ class IdempotencyRecord(msgspec.Struct, frozen=True):
 class ProviderMessage(msgspec.Struct, frozen=True):
     id: uuid.UUID
     status: NotificationStatus
+    tenant_id: str | None
+    to: list[str]
 
 
 async def by_idempotency_key(

@@ -13,7 +13,7 @@ from mimic.core.jobs import Backoff, RetryableError
 from mimic.core.keys import check_tenant
 from mimic.core.outbound import Allowlist
 from mimic.core.settings import EmailProvider, Secret, Settings
-from mimic.email import repository, status
+from mimic.email import repository, status, suppression
 from mimic.email.addresses import validate_address, validate_addresses
 from mimic.email.credentials import Credential, load_credential, tenant_sender
 from mimic.email.providers import (
@@ -126,6 +126,9 @@ async def submit(
             return earlier, True
     recipients = check_recipients(request)
     check_tags(request.tags)
+    await suppression.refuse_suppressed(
+        deps.db, request.tenant_id, [*recipients.to, *recipients.cc, *recipients.bcc]
+    )
     rendered = templates.render(request.template, request.data, request.locale)
     provider, tenant_from = await choose_provider(deps, request)
     created = await status.create(
@@ -255,6 +258,16 @@ async def send_notification(deps: Deps, notification_id: str) -> None:
         sent = await dispatch(deps, claimed, message, resumed=claimed.attempts > 1)
     except (PermanentSendError, DecryptionFailed) as exc:
         reason = exc.reason if isinstance(exc, PermanentSendError) else exc.message
+        if isinstance(exc, PermanentSendError) and exc.inactive_recipient:
+            await suppression.add(
+                deps.db,
+                claimed.tenant_id,
+                [*claimed.to, *claimed.cc, *claimed.bcc],
+                reason="inactive_recipient",
+                provider=provider,
+                notification_id=nid,
+                detail=reason,
+            )
         await _fail(deps, nid, provider, reason)
         raise EmailFailed(reason) from None
     except Exception as exc:

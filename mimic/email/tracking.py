@@ -13,7 +13,8 @@ import msgspec
 
 from mimic.core.deps import Deps
 from mimic.core.settings import EmailSettings
-from mimic.email import repository, status
+from mimic.email import repository, status, suppression
+from mimic.email.suppression import SuppressionReason
 from mimic.events.routing import Rule
 from mimic.events.schemas import DeliveryContext, Outcome, Route
 
@@ -41,6 +42,8 @@ RESEND_EVENTS: dict[str, tuple[str, bool]] = {
     "email.bounced": ("bounced", True),
     "email.complained": ("complained", True),
     "email.failed": ("failed", True),
+    # Resend did not send it: the address is on Resend's own suppression list.
+    "email.suppressed": ("bounced", True),
     "email.opened": ("opened", False),
     "email.clicked": ("clicked", False),
 }
@@ -54,12 +57,19 @@ POSTMARK_EVENTS: dict[str, tuple[str, bool]] = {
 _EVENTS = {"resend": RESEND_EVENTS, "postmark": POSTMARK_EVENTS}
 
 
+#: Postmark bounce types that mean "this address will never accept mail" (the rest are soft).
+POSTMARK_HARD_BOUNCES = frozenset({"HardBounce", "BadEmailAddress", "ManuallyDeactivated"})
+
+
 class EmailEvent(msgspec.Struct, kw_only=True, frozen=True):
     message_id: str
     status: str
     moves: bool
     detail: str
     occurred_at: datetime.datetime | None
+    #: Set when the event means "do not mail these addresses again" (None: all recipients).
+    suppress: SuppressionReason | None = None
+    addresses: list[str] | None = None
 
 
 #: Every provider event type Mimic tracks goes to one task, which applies it.
@@ -88,23 +98,45 @@ def parse(provider: str, event_type: str, payload: dict[str, Any]) -> EmailEvent
     if mapped is None:
         return None
     status, moves = mapped
+    suppress: SuppressionReason | None = None
+    addresses: list[str] | None = None
     if provider == "resend":
         data = _dict(payload.get("data"))
         message_id = data.get("email_id")
         bounce = _dict(data.get("bounce"))
         reason = bounce.get("message")
         occurred = _timestamp(payload.get("created_at"))
+        if event_type == "email.bounced" and bounce.get("type") == "Permanent":
+            suppress = "hard_bounce"
+        elif event_type == "email.complained":
+            suppress = "complaint"
+        elif event_type == "email.suppressed":
+            suppress = "provider_suppressed"
+        to = data.get("to")
+        addresses = [a for a in to if isinstance(a, str)] if isinstance(to, list) else None
     else:
         message_id = payload.get("MessageID")
         reason = payload.get("Description") or payload.get("Details")
         occurred = _timestamp(
             payload.get("DeliveredAt") or payload.get("BouncedAt") or payload.get("ReceivedAt")
         )
+        if event_type == "Bounce" and payload.get("Type") in POSTMARK_HARD_BOUNCES:
+            suppress = "hard_bounce"
+        elif event_type == "SpamComplaint":
+            suppress = "complaint"
+        recipient = payload.get("Email") or payload.get("Recipient")
+        addresses = [recipient] if isinstance(recipient, str) and recipient else None
     if not isinstance(message_id, str) or not message_id:
         return None
     detail = f"{event_type}: {reason}" if isinstance(reason, str) and reason else event_type
     return EmailEvent(
-        message_id=message_id, status=status, moves=moves, detail=detail, occurred_at=occurred
+        message_id=message_id,
+        status=status,
+        moves=moves,
+        detail=detail,
+        occurred_at=occurred,
+        suppress=suppress,
+        addresses=addresses or None,
     )
 
 
@@ -130,6 +162,16 @@ async def apply_email_event(context: DeliveryContext, deps: Deps) -> Outcome:
         provider_event_id=context.event_id,
         occurred_at=event.occurred_at,
     )
+    if event.suppress is not None:
+        await suppression.add(
+            deps.db,
+            found.tenant_id,
+            event.addresses or found.to,
+            reason=event.suppress,
+            provider=context.provider,
+            notification_id=found.id,
+            detail=event.detail,
+        )
     return Outcome(
         kind="success", result={"notification_id": str(found.id), "status": event.status}
     )

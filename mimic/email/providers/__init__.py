@@ -60,7 +60,10 @@ class RetryableSendError(SendError):
 
 
 class PermanentSendError(SendError):
-    pass
+    def __init__(self, reason: str, *, inactive_recipient: bool = False) -> None:
+        super().__init__(reason)
+        #: The provider refused the recipients as inactive (Postmark 406): suppress them.
+        self.inactive_recipient = inactive_recipient
 
 
 def error_text(response: httpx.Response) -> str:

@@ -72,7 +72,8 @@ async def send_postmark(
         reason += f" (ErrorCode {body['ErrorCode']})"
     if response.status_code == 429 or response.status_code >= 500:
         raise RetryableSendError(reason, retry_after=http.retry_after(response))
-    raise PermanentSendError(reason)
+    # ErrorCode 406: "You tried to send to recipient(s) that have been marked as inactive."
+    raise PermanentSendError(reason, inactive_recipient=body.get("ErrorCode") == 406)
 
 
 async def find_postmark_message(

@@ -10,6 +10,7 @@ import pytest
 
 from mimic.core.settings import EmailProvider
 from mimic.email.schemas import CredentialProvider, NotificationStatus
+from mimic.email.suppression import SuppressionReason
 from mimic.events.schemas import BulkRetryStatus, DeliveryStatus, EventStatus
 
 VOCABULARIES: list[tuple[str, str, Any]] = [
@@ -19,6 +20,7 @@ VOCABULARIES: list[tuple[str, str, Any]] = [
     ("notifications", "provider", EmailProvider),
     ("provider_credentials", "provider", CredentialProvider),
     ("bulk_retries", "status", BulkRetryStatus),
+    ("suppressions", "reason", SuppressionReason),
 ]
 
 

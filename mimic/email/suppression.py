@@ -1,0 +1,181 @@
+"""The suppression list: addresses a tenant no longer mails. The only module that writes
+``suppressions``.
+
+An address is added when a provider reports a hard bounce, a spam complaint or its own
+suppression, or when Postmark refuses an inactive recipient (406); an operator can add or
+remove one by hand. Each tenant has its own list (the platform's tenant is ``""``). Addresses
+compare exactly on the local part and case-insensitively on the domain.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import msgspec
+
+from mimic.core import metrics
+from mimic.core.db import Database, as_structs
+from mimic.core.errors import Conflict, NotFound, Unprocessable
+from mimic.core.pagination import decode_text_cursor, page
+
+logger = logging.getLogger(__name__)
+
+#: Why an address is suppressed. The one definition (the SQL CHECK matches it).
+SuppressionReason = Literal[
+    "hard_bounce", "complaint", "provider_suppressed", "inactive_recipient", "manual"
+]
+#: The platform's own list (notifications without a tenant).
+PLATFORM = ""
+
+
+class Suppression(msgspec.Struct, kw_only=True):
+    tenant_id: str | None
+    email: str
+    reason: SuppressionReason
+    provider: str | None
+    notification_id: uuid.UUID | None
+    detail: str | None
+    created_at: datetime.datetime
+
+
+class SuppressionPage(msgspec.Struct, kw_only=True):
+    items: list[Suppression]
+    next_cursor: str | None
+
+
+def normalize(address: str) -> str:
+    """``Name <Local@Example.COM>`` -> ``Local@example.com``."""
+    _, bare = email.utils.parseaddr(address)
+    local, sep, domain = (bare or address).rpartition("@")
+    return f"{local}@{domain.lower()}" if sep else (bare or address)
+
+
+def _tenant(tenant_id: str | None) -> str:
+    return tenant_id if tenant_id is not None else PLATFORM
+
+
+_COLUMNS = """nullif(tenant, '') AS tenant_id, address AS email, reason, provider,
+              notification_id, detail, created_at"""
+
+
+async def suppressed_among(
+    db: Database, tenant_id: str | None, addresses: Iterable[str]
+) -> list[str]:
+    """Which of these addresses the tenant has suppressed (normalized), in order."""
+    wanted = sorted({normalize(a) for a in addresses})
+    if not wanted:
+        return []
+    rows = await db.fetch(
+        "SELECT address FROM suppressions WHERE tenant = $1 AND address = ANY($2::text[])"
+        " ORDER BY address",
+        _tenant(tenant_id),
+        wanted,
+    )
+    return [row["address"] for row in rows]
+
+
+async def refuse_suppressed(db: Database, tenant_id: str | None, addresses: Sequence[str]) -> None:
+    """422 recipient_suppressed naming the addresses, when any is on the tenant's list."""
+    found = await suppressed_among(db, tenant_id, addresses)
+    if found:
+        metrics.sends_refused.labels("suppressed").inc()
+        raise Unprocessable(
+            "suppressed recipient(s): "
+            + ", ".join(found)
+            + " (remove them from the request, or from the suppression list, and retry)",
+            code="recipient_suppressed",
+        )
+
+
+async def add(
+    db: Database,
+    tenant_id: str | None,
+    addresses: Iterable[str],
+    *,
+    reason: SuppressionReason,
+    provider: str | None = None,
+    notification_id: uuid.UUID | None = None,
+    detail: str | None = None,
+) -> int:
+    """Suppress the addresses; a complaint is never downgraded by a later bounce.
+    Returns how many rows were added or changed."""
+    normalized = sorted({normalize(a) for a in addresses})
+    if not normalized:
+        return 0
+    rows = await db.fetch(
+        """INSERT INTO suppressions AS s (tenant, address, reason, provider, notification_id,
+                                         detail)
+           SELECT $1, a, $3, $4, $5, $6 FROM unnest($2::text[]) AS a
+           ON CONFLICT (tenant, address) DO UPDATE
+              SET reason = EXCLUDED.reason, provider = EXCLUDED.provider,
+                  notification_id = EXCLUDED.notification_id, detail = EXCLUDED.detail
+            WHERE s.reason <> 'complaint' AND s.reason <> EXCLUDED.reason
+           RETURNING address""",
+        _tenant(tenant_id),
+        normalized,
+        reason,
+        provider,
+        notification_id,
+        detail[:500] if detail else None,
+    )
+    if rows:
+        metrics.suppressions_added.labels(reason).inc(len(rows))
+        logger.info(
+            "suppressed %d address(es) for tenant %r: %s", len(rows), _tenant(tenant_id), reason
+        )
+    return len(rows)
+
+
+async def remove(db: Database, tenant_id: str | None, address: str, *, force: bool) -> Suppression:
+    """Take an address off the list. A complaint needs ``force`` (the recipient asked)."""
+    normalized = normalize(address)
+    async with db.transaction() as conn:
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM suppressions WHERE tenant = $1 AND address = $2 FOR UPDATE",
+            _tenant(tenant_id),
+            normalized,
+        )
+        if row is None:
+            raise NotFound(f"{normalized} is not suppressed for this tenant")
+        if row["reason"] == "complaint" and not force:
+            raise Conflict(
+                f"{normalized} complained about this sender's mail; removing it needs force=true",
+                code="complaint_needs_force",
+            )
+        await conn.execute(
+            "DELETE FROM suppressions WHERE tenant = $1 AND address = $2",
+            _tenant(tenant_id),
+            normalized,
+        )
+    return msgspec.convert(dict(row), Suppression)
+
+
+async def list_page(
+    db: Database,
+    tenant_id: str | None,
+    *,
+    email_filter: str | None,
+    limit: int,
+    cursor: str | None,
+) -> SuppressionPage:
+    since = decode_text_cursor(cursor) if cursor else (None, None)
+    rows = await db.fetch(
+        f"""SELECT {_COLUMNS} FROM suppressions
+             WHERE tenant = $1 AND ($2::text IS NULL OR address = $2)
+               AND ($4::timestamptz IS NULL OR (created_at, address) < ($4, $5::text))
+             ORDER BY created_at DESC, address DESC
+             LIMIT $3""",
+        _tenant(tenant_id),
+        normalize(email_filter) if email_filter else None,
+        limit + 1,
+        since[0],
+        since[1],
+    )
+    found = as_structs(rows, Suppression)
+    items, next_cursor = page(found, limit, lambda s: (s.created_at, s.email))
+    return SuppressionPage(items=items, next_cursor=next_cursor)
