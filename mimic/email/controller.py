@@ -36,7 +36,11 @@ from mimic.email.credentials import (
 )
 from mimic.email.rendering import Templates
 from mimic.email.schemas import (
+    MAX_BATCH,
     Accepted,
+    BatchAccepted,
+    BatchIn,
+    BatchResult,
     CredentialProvider,
     EmailRequest,
     NotificationOut,
@@ -46,7 +50,7 @@ from mimic.email.schemas import (
     Rendered,
     TemplateInfo,
 )
-from mimic.email.service import submit
+from mimic.email.service import submit, submit_many
 
 AUTH_ERRORS = {
     401: ResponseSpec(ErrorBody, description="Missing, unknown or revoked API key"),
@@ -76,6 +80,19 @@ SEND_EXAMPLE = Example(
         "to": "ann@example.com",
         "template": "welcome",
         "data": {"name": "Ann", "login_url": "https://app.example.com/login"},
+    },
+)
+BATCH_EXAMPLE = Example(
+    summary="Two welcome emails",
+    value={
+        "messages": [
+            {**SEND_EXAMPLE.value, "idempotency_key": "welcome-ann"},  # type: ignore[dict-item]
+            {
+                "to": "bob@example.com",
+                "template": "welcome",
+                "data": {"name": "Bob", "login_url": "https://app.example.com/login"},
+            },
+        ]
     },
 )
 PREVIEW_EXAMPLE = Example(
@@ -124,6 +141,46 @@ class NotificationController(_Internal):
         accepted, replayed = await submit(deps, templates, data, idempotency_key)
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
         return Response(accepted, status_code=202, headers=headers)
+
+    @post(
+        "/email/batch",
+        status_code=202,
+        summary=f"Queue up to {MAX_BATCH} emails at once (all or nothing)",
+        description=(
+            "Every message is validated and rendered first; then all are stored and queued in "
+            "one transaction. One invalid message refuses the batch: nothing is stored, and the "
+            "answer (the failing message's status and code) names each failing message by its "
+            "index, e.g. `messages[3]: recipient_suppressed: ...`. Each message may carry its "
+            "own `idempotency_key` (scoped to its tenant, as the header is for single sends); "
+            "a reused key answers with the original id and `replayed: true`."
+        ),
+        responses={
+            **ERRORS,
+            409: ResponseSpec(ErrorBody, description="A message's key reused with another body"),
+        },
+    )
+    async def send_batch(
+        self,
+        data: Annotated[BatchIn, Body(examples=[BATCH_EXAMPLE])],
+        deps: NamedDependency[Deps],
+        templates: NamedDependency[Templates],
+        request: Request[Any, Any, Any],
+    ) -> BatchAccepted:
+        scope = scope_of(request)
+        items = []
+        for message in data.messages:
+            one = message.request()
+            tenant = scope.tenant(one.tenant_id)
+            if tenant != one.tenant_id:
+                one = msgspec.structs.replace(one, tenant_id=tenant)
+            items.append((one, message.idempotency_key))
+        answers = await submit_many(deps, templates, items)
+        return BatchAccepted(
+            results=[
+                BatchResult(index=i, id=accepted.id, status=accepted.status, replayed=replayed)
+                for i, (accepted, replayed) in enumerate(answers)
+            ]
+        )
 
     @get(
         "/{notification_id:uuid}",

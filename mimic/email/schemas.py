@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -41,6 +41,37 @@ class EmailRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return hashlib.sha256(
             msgspec.json.encode(msgspec.to_builtins(normal), order="sorted")
         ).hexdigest()
+
+
+#: The most messages one batch request may carry.
+MAX_BATCH = 100
+
+
+class BatchMessage(EmailRequest, kw_only=True, forbid_unknown_fields=True):
+    """One message of a batch: a send request, with its own optional Idempotency-Key."""
+
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
+
+    def request(self) -> EmailRequest:
+        fields = msgspec.structs.asdict(self)
+        del fields["idempotency_key"]
+        return EmailRequest(**fields)
+
+
+class BatchIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    messages: Annotated[list[BatchMessage], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class BatchResult(msgspec.Struct, kw_only=True):
+    index: int
+    id: uuid.UUID
+    status: NotificationStatus
+    #: True when the message's idempotency_key had been used: this is the original answer.
+    replayed: bool
+
+
+class BatchAccepted(msgspec.Struct, kw_only=True):
+    results: list[BatchResult]
 
 
 class PreviewIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

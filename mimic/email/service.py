@@ -8,7 +8,7 @@ import uuid
 from mimic.core import metrics
 from mimic.core.crypto import DecryptionFailed
 from mimic.core.deps import Deps
-from mimic.core.errors import Conflict, Unprocessable
+from mimic.core.errors import Conflict, MimicError, Unprocessable
 from mimic.core.jobs import Backoff, RetryableError
 from mimic.core.keys import check_tenant
 from mimic.core.outbound import Allowlist
@@ -112,10 +112,11 @@ async def replay(deps: Deps, request: EmailRequest, key: str) -> Accepted | None
     return Accepted(id=earlier.id, status="queued")
 
 
-async def submit(
+async def prepare(
     deps: Deps, templates: Templates, request: EmailRequest, idempotency_key: str | None
-) -> tuple[Accepted, bool]:
-    """Render, store and queue one email. Returns the answer and whether it is a replay."""
+) -> Accepted | status.NewNotification:
+    """Everything short of storing: the earlier answer for a replayed key, or a validated,
+    rendered notification. Raises the 4xx the request deserves."""
     if request.tenant_id is not None:
         check_tenant(request.tenant_id)
     if idempotency_key is not None:
@@ -123,7 +124,7 @@ async def submit(
         # or credential has changed since.
         earlier = await replay(deps, request, idempotency_key)
         if earlier is not None:
-            return earlier, True
+            return earlier
     recipients = check_recipients(request)
     check_tags(request.tags)
     await suppression.refuse_suppressed(
@@ -131,8 +132,7 @@ async def submit(
     )
     rendered = templates.render(request.template, request.data, request.locale)
     provider, tenant_from = await choose_provider(deps, request)
-    created = await status.create(
-        deps.db,
+    return status.NewNotification(
         request=request,
         recipients=recipients,
         rendered=rendered,
@@ -140,13 +140,77 @@ async def submit(
         provider=provider,
         idempotency_key=idempotency_key,
     )
-    if created is None:
-        # A concurrent request with the same key committed first.
-        assert idempotency_key is not None
-        earlier = await replay(deps, request, idempotency_key)
-        assert earlier is not None
-        return earlier, True
-    return Accepted(id=created, status="queued"), False
+
+
+async def submit(
+    deps: Deps, templates: Templates, request: EmailRequest, idempotency_key: str | None
+) -> tuple[Accepted, bool]:
+    """Render, store and queue one email. Returns the answer and whether it is a replay."""
+    (answer,) = await submit_many(deps, templates, [(request, idempotency_key)])
+    return answer
+
+
+class BatchRefused(MimicError):
+    """A message of the batch is invalid; nothing was stored."""
+
+    def __init__(self, failures: list[tuple[int, MimicError]]) -> None:
+        first = failures[0][1]
+        super().__init__(
+            "; ".join(f"messages[{i}]: {exc.code}: {exc.message}" for i, exc in failures)
+            + " (nothing was stored)",
+            code=first.code,
+        )
+        self.status_code = first.status_code
+
+
+async def submit_many(
+    deps: Deps, templates: Templates, items: list[tuple[EmailRequest, str | None]]
+) -> list[tuple[Accepted, bool]]:
+    """Validate every message first, then store and queue them all in one transaction.
+
+    One invalid message refuses the batch (BatchRefused names each, with its index)."""
+    prepared: list[Accepted | status.NewNotification] = []
+    failures: list[tuple[int, MimicError]] = []
+    seen: set[tuple[str | None, str]] = set()
+    for index, (request, key) in enumerate(items):
+        if key is not None and (request.tenant_id, key) in seen:
+            failures.append(
+                (
+                    index,
+                    Unprocessable(
+                        "idempotency_key repeats an earlier message of this batch",
+                        code="duplicate_idempotency_key",
+                    ),
+                )
+            )
+            continue
+        if key is not None:
+            seen.add((request.tenant_id, key))
+        try:
+            prepared.append(await prepare(deps, templates, request, key))
+        except MimicError as exc:
+            failures.append((index, exc))
+    if failures:
+        if len(items) == 1:
+            raise failures[0][1]
+        raise BatchRefused(failures)
+    new = [p for p in prepared if isinstance(p, status.NewNotification)]
+    created = iter(await status.create_many(deps.db, new))
+    answers: list[tuple[Accepted, bool]] = []
+    for (request, key), item in zip(items, prepared, strict=True):
+        if isinstance(item, Accepted):
+            answers.append((item, True))
+            continue
+        notification_id = next(created)
+        if notification_id is None:
+            # A concurrent request with the same key committed first.
+            assert key is not None
+            earlier = await replay(deps, request, key)
+            assert earlier is not None
+            answers.append((earlier, True))
+        else:
+            answers.append((Accepted(id=notification_id, status="queued"), False))
+    return answers
 
 
 # --- worker side --------------------------------------------------------------------------

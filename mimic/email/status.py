@@ -55,58 +55,72 @@ class Claimed(msgspec.Struct, kw_only=True, frozen=True):
         return {str(k): str(v) for k, v in json.loads(self.tags).items()}
 
 
-async def create(
-    db: Database,
-    *,
-    request: EmailRequest,
-    recipients: Recipients,
-    rendered: Rendered,
-    sender: str,
-    provider: EmailProvider,
-    idempotency_key: str | None,
-) -> uuid.UUID | None:
+class NewNotification(msgspec.Struct, kw_only=True, frozen=True):
+    """One validated, rendered send, ready to store."""
+
+    request: EmailRequest
+    recipients: Recipients
+    rendered: Rendered
+    sender: str
+    provider: EmailProvider
+    idempotency_key: str | None
+
+
+async def create(db: Database, new: NewNotification) -> uuid.UUID | None:
     """Store a queued notification and defer its send in one transaction.
 
     None when the tenant's Idempotency-Key was taken meanwhile (a concurrent request).
     """
-    notification_id = uuid.uuid4()
+    return (await create_many(db, [new]))[0]
+
+
+async def create_many(db: Database, batch: list[NewNotification]) -> list[uuid.UUID | None]:
+    """Store every notification and defer every send in one transaction (all or nothing).
+
+    An entry is None when its tenant's Idempotency-Key was taken by a concurrent request."""
+    ids: list[uuid.UUID | None] = []
+    jobs: list[JobToDefer] = []
     async with db.transaction() as conn:
-        inserted = await conn.fetchval(
-            queries["insert_notification"],
-            notification_id,
-            request.tenant_id,
-            request.template,
-            request.locale,
-            recipients.to,
-            recipients.cc,
-            recipients.bcc,
-            recipients.reply_to,
-            sender,
-            rendered.subject,
-            rendered.html,
-            rendered.text,
-            json.dumps(request.tags),
-            provider,
-            idempotency_key,
-            request.fingerprint(),
-            request.send_at,
-        )
-        if inserted is None:
-            return None
-        await conn.execute(queries["add_recipients"], notification_id)
-        await _timeline(conn, notification_id, "queued", None)
-        await defer_jobs(
-            conn,
-            [
+        for new in batch:
+            notification_id = uuid.uuid4()
+            request, recipients, rendered = new.request, new.recipients, new.rendered
+            inserted = await conn.fetchval(
+                queries["insert_notification"],
+                notification_id,
+                request.tenant_id,
+                request.template,
+                request.locale,
+                recipients.to,
+                recipients.cc,
+                recipients.bcc,
+                recipients.reply_to,
+                new.sender,
+                rendered.subject,
+                rendered.html,
+                rendered.text,
+                json.dumps(request.tags),
+                new.provider,
+                new.idempotency_key,
+                request.fingerprint(),
+                request.send_at,
+            )
+            if inserted is None:
+                ids.append(None)
+                continue
+            await conn.execute(queries["add_recipients"], notification_id)
+            await _timeline(conn, notification_id, "queued", None)
+            ids.append(notification_id)
+            jobs.append(
                 JobToDefer(
                     task_name=SEND_TASK,
                     queue=QUEUE_EMAIL,
                     args={"notification_id": str(notification_id)},
                     scheduled_at=request.send_at,
                 )
-            ],
-        )
-    return notification_id
+            )
+        if jobs:
+            await defer_jobs(conn, jobs)
+    return ids
 
 
 async def claim(db: Database, notification_id: uuid.UUID) -> Claimed | None:

@@ -20,6 +20,7 @@ EXPECTED = {
     ("/api/v1/gateway/webhooks/deliveries/retry/{bulk_id}", "get"),
     ("/api/v1/notifications", "get"),
     ("/api/v1/notifications/email", "post"),
+    ("/api/v1/notifications/email/batch", "post"),
     ("/api/v1/notifications/{notification_id}", "get"),
     ("/api/v1/templates", "get"),
     ("/api/v1/suppressions", "get"),
