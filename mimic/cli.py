@@ -16,7 +16,7 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
-from mimic.core.embedded import resolve_database
+from mimic.core.embedded import resolve_local
 from mimic.core.errors import DatabaseUnavailable, MimicError
 from mimic.core.logs import configure_logging
 from mimic.core.migrate import load_steps, migrate
@@ -56,7 +56,7 @@ def _migrate_when_reachable(settings: Settings) -> None:
 def _prepare(*, run_migrations: bool = True, wait: bool = True) -> Settings:
     """Settings, logging and the schema. Long-running commands (api, worker, run) wait for
     a database that is not up yet; one-shot commands fail at once."""
-    settings = resolve_database(Settings.from_env(os.environ))
+    settings = resolve_local(Settings.from_env(os.environ))
     configure_logging(settings)
     if run_migrations and wait:
         _migrate_when_reachable(settings)
@@ -261,7 +261,7 @@ def cmd_inkpass_standin(args: argparse.Namespace) -> int:
 
     from mimic.billing.standin import standin_app
 
-    settings = resolve_database(Settings.from_env(os.environ))
+    settings = resolve_local(Settings.from_env(os.environ))
     configure_logging(settings)
     if not settings.is_dev:
         print("mimic: the inkpass stand-in is for MIMIC_ENV=dev only", file=sys.stderr)

@@ -345,9 +345,9 @@ async def run_worker(
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        from mimic.core.embedded import resolve_database
+        from mimic.core.embedded import resolve_local
 
-        settings = resolve_database(Settings.from_env(os.environ))
+        settings = resolve_local(Settings.from_env(os.environ))
         built = build_app(settings)
         globals()["app"] = built
         return built

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 import pathlib
+import time
 import warnings
 from typing import Any
 
-from mimic.core.settings import ConfigError, Settings
+import msgspec
+
+from mimic.core.settings import ENCRYPTION_KEYS, ConfigError, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -40,3 +45,43 @@ def resolve_database(settings: Settings) -> Settings:
     if not settings.is_dev:
         raise ConfigError("DATABASE_URL: required when MIMIC_ENV=production but not set")
     return settings.with_database_url(start_embedded(settings.server.data_dir))
+
+
+#: Dev only: the BYOK key `make run` creates under MIMIC_DATA_DIR when none is configured.
+DEV_KEY_FILE = "dev-encryption-key"
+
+
+def dev_encryption_key(settings: Settings) -> Settings:
+    """In dev without MIMIC_ENCRYPTION_KEYS, a local key under the data directory, created
+    on first use (mode 0600) so the README's BYOK example works. Never in production."""
+    if settings.email.encryption_keys or not settings.is_dev:
+        return settings
+    path = pathlib.Path(settings.server.data_dir) / DEV_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        line = "dev:" + base64.b64encode(os.urandom(32)).decode()
+        try:  # O_EXCL: two processes starting at once agree on one key
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(line + "\n")
+            logger.warning(
+                "dev: created a local BYOK encryption key in %s (production needs "
+                "MIMIC_ENCRYPTION_KEYS)",
+                path,
+            )
+    for _ in range(50):  # the other process may still be writing it
+        text = path.read_text().strip()
+        if text:
+            break
+        time.sleep(0.01)
+    keys = ENCRYPTION_KEYS.parse(text)
+    email = msgspec.structs.replace(settings.email, encryption_keys=keys)
+    return msgspec.structs.replace(settings, email=email)
+
+
+def resolve_local(settings: Settings) -> Settings:
+    """What a dev machine provides itself: the embedded database and a local BYOK key."""
+    return dev_encryption_key(resolve_database(settings))

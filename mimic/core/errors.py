@@ -107,3 +107,8 @@ class DatabaseError(MimicError):
 
 class SchemaError(MimicError):
     """The database schema does not match this version of Mimic."""
+
+
+class ExpectedJobError(Exception):
+    """A job failure Mimic has already logged in one line (a retry, or a final failure it
+    explains): procrastinate's own log line for it is kept, without a traceback."""

@@ -24,7 +24,7 @@ from procrastinate.retry import BaseRetryStrategy, RetryDecision
 
 from mimic.core.db import Connection, load_queries
 from mimic.core.deps import Deps
-from mimic.core.errors import DatabaseUnavailable
+from mimic.core.errors import DatabaseUnavailable, ExpectedJobError
 
 QUEUE_WEBHOOKS = "webhooks"
 QUEUE_EMAIL = "email"
@@ -71,7 +71,7 @@ def deps_of(context: procrastinate.JobContext) -> Deps:
     return deps
 
 
-class RetryableError(Exception):
+class RetryableError(ExpectedJobError):
     """A transient failure: the job runs again after ``retry_after`` seconds (the task
     computes the delay; it knows its backoff settings and attempt budget)."""
 

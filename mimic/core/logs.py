@@ -7,6 +7,7 @@ import sys
 import urllib.parse
 from collections.abc import Iterable
 
+from mimic.core.errors import ExpectedJobError
 from mimic.core.settings import Settings, every_secret
 
 MASK = "[redacted]"
@@ -37,6 +38,20 @@ class RedactSecrets(logging.Filter):
         return text
 
 
+class NoTracebackForExpectedJobErrors(logging.Filter):
+    """procrastinate logs every failed job with its traceback. For the failures Mimic
+    expects and has already explained in one line (retries, final failures), keep the line
+    and drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], ExpectedJobError):
+            record.msg = f"{record.getMessage()} ({record.exc_info[1]})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def settings_secrets(settings: Settings) -> list[str]:
     values = every_secret(settings)
     if settings.database.url is not None:
@@ -50,6 +65,7 @@ def settings_secrets(settings: Settings) -> list[str]:
 def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(NoTracebackForExpectedJobErrors())
     handler.addFilter(RedactSecrets(settings_secrets(settings)))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -8,7 +8,7 @@ import uuid
 from mimic.core import metrics
 from mimic.core.crypto import DecryptionFailed
 from mimic.core.deps import Deps
-from mimic.core.errors import Conflict, MimicError, Unprocessable
+from mimic.core.errors import Conflict, ExpectedJobError, MimicError, Unprocessable
 from mimic.core.jobs import Backoff, RetryableError
 from mimic.core.keys import check_tenant
 from mimic.core.outbound import Allowlist
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 MAX_RECIPIENTS = 50
 
 
-class EmailFailed(Exception):
+class EmailFailed(ExpectedJobError):
     """A send failed for good; the job fails and is not retried automatically."""
 
 
@@ -239,7 +239,15 @@ async def dispatch(
         config = SmtpConfig(
             host=settings.dev_smtp_host, port=settings.dev_smtp_port, security="none"
         )
-        return await send_smtp(config, message, timeout=timeout)
+        try:
+            return await send_smtp(config, message, timeout=timeout)
+        except RetryableSendError as exc:
+            if not exc.reason.startswith("SMTP connection failed"):
+                raise
+            raise RetryableSendError(
+                f"no SMTP server at {config.host}:{config.port}; run `make mail` or Mailpit "
+                f"({exc.reason})"
+            ) from None
     if provider == "smtp":
         if credential and credential.smtp:
             # A tenant's own server: the SSRF rule applies (core.outbound).

@@ -20,6 +20,7 @@ import httpx
 
 from mimic.core import http, metrics
 from mimic.core.deps import Deps
+from mimic.core.errors import ExpectedJobError
 from mimic.core.jobs import Backoff, RetryableError
 from mimic.events import repository
 from mimic.events.schemas import DeliveryContext, DeliveryStatus, Outcome, TargetRequest
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 RESULT_BODY_LIMIT = 2000
 
 
-class DeliveryFailed(Exception):
+class DeliveryFailed(ExpectedJobError):
     """A delivery failed for good; the job fails and is not retried automatically."""
 
 

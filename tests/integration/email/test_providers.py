@@ -307,6 +307,27 @@ async def test_smtp_server_down_is_retried_then_failed(
     assert "SMTP connection failed" in row["error"]
 
 
+async def test_dev_without_a_local_smtp_server_says_what_to_run(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    from tests.procs import free_port
+
+    port = free_port()
+    settings = make_settings(
+        database_url,
+        EMAIL_PROVIDER="dev",
+        DEV_SMTP_HOST="127.0.0.1",
+        DEV_SMTP_PORT=str(port),
+        EMAIL_MAX_ATTEMPTS="1",
+    )
+    async with client_for(create_app(settings)) as client, running_worker(settings):
+        row = await settled(db, await queue(client, provider="dev"))
+    assert row["status"] == "failed"
+    assert row["error"].startswith(
+        f"no SMTP server at 127.0.0.1:{port}; run `make mail` or Mailpit"
+    )
+
+
 async def test_postmark_timeout_then_retry_finds_the_first_send(
     client: AsyncTestClient[Litestar],
     settings: Settings,

@@ -1,0 +1,67 @@
+"""What dev provides itself, and what a dev log line looks like."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import stat
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+
+from mimic.core.embedded import DEV_KEY_FILE, dev_encryption_key
+from mimic.core.jobs import RetryableError
+from mimic.core.logs import configure_logging
+from mimic.core.settings import Settings
+
+
+def test_dev_creates_one_local_encryption_key(tmp_path: pathlib.Path) -> None:
+    settings = Settings.from_env({"MIMIC_DATA_DIR": str(tmp_path)})
+    assert settings.email.encryption_keys == ()
+    first = dev_encryption_key(settings)
+    again = dev_encryption_key(settings)
+    assert len(first.email.encryption_keys) == 1
+    assert first.email.encryption_keys == again.email.encryption_keys  # created once
+    mode = (tmp_path / DEV_KEY_FILE).stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
+
+
+def test_configured_keys_and_production_get_no_local_key(tmp_path: pathlib.Path) -> None:
+    configured = Settings.from_env(
+        {"MIMIC_DATA_DIR": str(tmp_path), "MIMIC_ENCRYPTION_KEYS": "k1:" + "A" * 43 + "="}
+    )
+    assert dev_encryption_key(configured) == configured
+    production = msgspec.structs.replace(
+        Settings.from_env({"MIMIC_DATA_DIR": str(tmp_path)}), env="production"
+    )
+    assert dev_encryption_key(production) == production
+    assert not (tmp_path / DEV_KEY_FILE).exists()
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
+@pytest.mark.usefixtures("root_logging")
+def test_an_expected_job_error_is_one_line_without_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(Settings.from_env({}))
+    try:
+        raise RetryableError("no SMTP server at localhost:1025", retry_after=1)
+    except RetryableError as exc:
+        logging.getLogger("procrastinate.worker").info("Job ended: Error, to retry", exc_info=exc)
+    try:
+        raise ValueError("a real bug")
+    except ValueError as exc:
+        logging.getLogger("procrastinate.worker").error("Job ended: Error", exc_info=exc)
+    err = capsys.readouterr().err
+    expected, unexpected = err.split("\n", 1)
+    assert expected.endswith("Job ended: Error, to retry (no SMTP server at localhost:1025)")
+    assert "Traceback" not in expected
+    assert "Traceback" in unexpected  # a real bug keeps its traceback
