@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from mimic.core.circuits import Circuits, Policy
 from mimic.core.crypto import Keyring
 from mimic.core.db import Database, create_pool
 from mimic.core.settings import Settings
@@ -20,6 +21,8 @@ class Deps:
     #: One shared client for inkpass, Resend and Postmark; keys are set per request.
     http: httpx.AsyncClient
     keyring: Keyring
+    #: Provider circuit breakers, shared with every process through Postgres.
+    circuits: Circuits
 
 
 @contextlib.asynccontextmanager
@@ -29,11 +32,17 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     pool = await create_pool(settings.database.url.get(), max_size=settings.database.pool_max_size)
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
     try:
+        db = Database(pool)
+        email = settings.email
+        policy = Policy(
+            email.circuit_failures, email.circuit_window_seconds, email.circuit_cooldown_seconds
+        )
         yield Deps(
             settings=settings,
-            db=Database(pool),
+            db=db,
             http=http,
             keyring=Keyring(settings.email.encryption_keys),
+            circuits=Circuits(db, policy),
         )
     finally:
         await http.aclose()

@@ -14,11 +14,15 @@ import httpx
 
 
 class TransportFailure(Exception):
-    """No usable response: timed out or the connection failed. Retryable."""
+    """No usable response: timed out or the connection failed. Retryable.
 
-    def __init__(self, reason: str) -> None:
+    ``certain``: the request never left (no connection: refused, DNS, connect timeout), so
+    the server did nothing. Otherwise it may have been received and acted on."""
+
+    def __init__(self, reason: str, *, certain: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.certain = certain
 
 
 def retry_after_seconds(value: str | None, now: float) -> float | None:
@@ -36,7 +40,12 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    return retry_after_seconds(response.headers.get("retry-after"), time.time())
+    """Retry-After, else the rate-limit draft's ``ratelimit-reset`` (seconds; Resend sends it)."""
+    found = retry_after_seconds(response.headers.get("retry-after"), time.time())
+    if found is None:
+        reset = (response.headers.get("ratelimit-reset") or "").strip()
+        found = float(reset) if reset.isdigit() else None
+    return found
 
 
 def is_retryable_status(code: int) -> bool:
@@ -49,6 +58,8 @@ async def request(
 ) -> httpx.Response:
     try:
         return await http.request(method, url, timeout=timeout, **kwargs)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        raise TransportFailure(f"could not connect: {type(exc).__name__}", certain=True) from None
     except httpx.TimeoutException:
         raise TransportFailure(f"timed out after {timeout:g}s") from None
     except httpx.TransportError as exc:

@@ -39,3 +39,9 @@ sends_refused = Counter(
     "Sends refused before anything was stored, by reason",
     ["reason"],
 )
+provider_skipped = Counter(
+    "mimic_email_provider_skipped_total",
+    "Email providers passed over for a send: circuit_open, or certain_failure (then the next"
+    " provider of the order is tried)",
+    ["provider", "reason"],
+)

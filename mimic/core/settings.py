@@ -140,6 +140,16 @@ def _positive(raw: str) -> float:
 POSITIVE = Parser("a positive number", _positive)
 
 
+def _rate(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(raw)
+    return value
+
+
+RATE = Parser("a number of sends per second, 0 for no limit", _rate)
+
+
 def _url(raw: str) -> str:
     if not raw.startswith(("http://", "https://")):
         raise ValueError(raw)
@@ -158,6 +168,19 @@ def choice(options: Any) -> Parser:
         return raw
 
     return Parser(f"one of {' | '.join(allowed)}", parse)
+
+
+def choices(options: Any) -> Parser:
+    """An ordered comma list of distinct values from ``options``."""
+    one = choice(options)
+
+    def parse(raw: str) -> tuple[str, ...]:
+        items = tuple(one.parse(item.strip()) for item in raw.split(",") if item.strip())
+        if len(set(items)) != len(items):
+            raise ValueError(raw)
+        return items
+
+    return Parser(f"a comma list of distinct {' | '.join(get_args(options))}", parse)
 
 
 def _encryption_keys(raw: str) -> tuple[EncryptionKey, ...]:
@@ -312,6 +335,8 @@ class BillingSettings(msgspec.Struct, kw_only=True, frozen=True):
 
 class EmailSettings(msgspec.Struct, kw_only=True, frozen=True):
     provider: EmailProvider = "dev"
+    #: Failover order (e.g. resend,postmark). Empty: EMAIL_PROVIDER alone.
+    providers: tuple[EmailProvider, ...] = ()
     sender: str = "Mimic <no-reply@mimic.local>"
     dev_smtp_host: str = "localhost"
     dev_smtp_port: int = 1025
@@ -337,6 +362,20 @@ class EmailSettings(msgspec.Struct, kw_only=True, frozen=True):
     #: Tenant SMTP hosts allowed despite resolving to a non-public address (or, as
     #: host:port, on a port other than 25, 465, 587, 2525). Empty: public servers only.
     smtp_allowed_hosts: tuple[str, ...] = ()
+    #: Sends per second per credential, shared by every worker (0: no limit). Resend allows
+    #: 2 per second per team by default.
+    resend_rate_per_second: float = 2.0
+    postmark_rate_per_second: float = 10.0
+    smtp_rate_per_second: float = 0.0
+    #: A provider is skipped for circuit_cooldown_seconds after circuit_failures certain
+    #: failures in a row within circuit_window_seconds (shared by every worker).
+    circuit_failures: int = 5
+    circuit_window_seconds: float = 60.0
+    circuit_cooldown_seconds: float = 30.0
+
+    @property
+    def provider_order(self) -> tuple[EmailProvider, ...]:
+        return self.providers or (self.provider,)
 
     ENV: ClassVar = {
         "provider": ("EMAIL_PROVIDER", choice(EmailProvider)),
@@ -359,6 +398,13 @@ class EmailSettings(msgspec.Struct, kw_only=True, frozen=True):
         "backoff_max_seconds": ("EMAIL_BACKOFF_MAX_SECONDS", POSITIVE),
         "encryption_keys": ("MIMIC_ENCRYPTION_KEYS", ENCRYPTION_KEYS),
         "smtp_allowed_hosts": ("SMTP_ALLOWED_HOSTS", HOSTS),
+        "providers": ("EMAIL_PROVIDERS", choices(EmailProvider)),
+        "resend_rate_per_second": ("RESEND_RATE_PER_SECOND", RATE),
+        "postmark_rate_per_second": ("POSTMARK_RATE_PER_SECOND", RATE),
+        "smtp_rate_per_second": ("SMTP_RATE_PER_SECOND", RATE),
+        "circuit_failures": ("EMAIL_CIRCUIT_FAILURES", integer(low=1)),
+        "circuit_window_seconds": ("EMAIL_CIRCUIT_WINDOW_SECONDS", POSITIVE),
+        "circuit_cooldown_seconds": ("EMAIL_CIRCUIT_COOLDOWN_SECONDS", POSITIVE),
     }
 
 
@@ -481,7 +527,7 @@ def _require_production(settings: Settings, environ: Mapping[str, str]) -> None:
                     "MIMIC_ENV=production (e.g. `python -c 'import secrets; "
                     "print(secrets.token_urlsafe(32))'`)"
                 )
-    if settings.email.provider == "dev":
+    if "dev" in settings.email.provider_order:
         raise ConfigError(
             "EMAIL_PROVIDER: 'dev' (local SMTP, no TLS) is refused when MIMIC_ENV=production; "
             "use smtp, resend or postmark"

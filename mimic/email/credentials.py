@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -35,6 +35,10 @@ class CredentialIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     from_email: str
     api_key: str | None = None
     smtp: SmtpIn | None = None
+    #: Sends per second through this credential (unset: the platform's rate for the provider).
+    rate_per_second: Annotated[float, msgspec.Meta(gt=0, le=10_000)] | None = None
+    #: Failover order among the tenant's credentials: lower first (ties: the newest first).
+    priority: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
 
     def __repr__(self) -> str:  # never show the key or password
         return f"CredentialIn(from_email={self.from_email!r})"
@@ -45,6 +49,8 @@ class CredentialOut(msgspec.Struct, kw_only=True):
     provider: str
     from_email: str
     last4: str
+    rate_per_second: float | None
+    priority: int
     created_at: datetime.datetime
     updated_at: datetime.datetime
 
@@ -56,6 +62,7 @@ class Credential(msgspec.Struct, kw_only=True, frozen=True):
     from_email: str
     api_key: str | None = None
     smtp: SmtpConfig | None = None
+    rate_per_second: float | None = None
 
     def __repr__(self) -> str:
         return f"Credential(provider={self.provider!r}, from_email={self.from_email!r})"
@@ -111,6 +118,8 @@ async def put_credential(
         sealed.ciphertext,
         from_email,
         last4,
+        body.rate_per_second,
+        body.priority,
     )
     assert row is not None
     return as_struct(row, CredentialOut)
@@ -133,12 +142,13 @@ class TenantSender(msgspec.Struct, frozen=True):
     from_email: str
 
 
-async def tenant_sender(
+async def tenant_senders(
     db: Database, tenant_id: str, provider: EmailProvider | None
-) -> TenantSender | None:
-    """The tenant's credential for ``provider``, or (when None) its most recently updated."""
-    row = await db.fetchrow(queries["tenant_credential"], tenant_id, provider)
-    return as_struct(row, TenantSender) if row is not None else None
+) -> list[TenantSender]:
+    """The tenant's credential for ``provider``, or (when None) all of them in failover
+    order: by priority, then the most recently updated."""
+    rows = await db.fetch(queries["tenant_credentials"], tenant_id, provider)
+    return [as_struct(row, TenantSender) for row in rows]
 
 
 async def load_credential(
@@ -156,9 +166,13 @@ async def load_credential(
             provider="smtp",
             from_email=row["from_email"],
             smtp=msgspec.convert(secret, SmtpConfig),
+            rate_per_second=row["rate_per_second"],
         )
     return Credential(
-        provider=row["provider"], from_email=row["from_email"], api_key=secret["api_key"]
+        provider=row["provider"],
+        from_email=row["from_email"],
+        api_key=secret["api_key"],
+        rate_per_second=row["rate_per_second"],
     )
 
 

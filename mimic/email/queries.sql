@@ -2,8 +2,8 @@
 -- Store a rendered notification; nothing when the tenant's Idempotency-Key is taken.
 INSERT INTO notifications (id, tenant_id, template, locale, "to", cc, bcc, reply_to, "from",
                            subject, html, text, tags, provider, idempotency_key,
-                           request_hash, send_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15, $16, $17)
+                           request_hash, send_at, providers)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15, $16, $17, $18)
 ON CONFLICT ((coalesce(tenant_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL
 DO NOTHING
 RETURNING id
@@ -78,18 +78,25 @@ UPDATE notifications
    SET status = 'sending', attempts = attempts + 1, updated_at = now()
  WHERE id = $1 AND status IN ('queued', 'sending', 'failed')
 RETURNING id, tenant_id, "to", cc, bcc, reply_to, "from", subject, html, text, tags::text AS tags,
-          provider, attempts
+          provider, attempts, coalesce(providers, ARRAY[provider]) AS providers, provider_pinned
 
 -- name: mark_sent
 -- The provider accepted the message.
 UPDATE notifications
    SET status = 'sent', provider_message_id = $2, sent_at = now(), error = NULL,
-       updated_at = now()
+       provider = $3, provider_pinned = false, updated_at = now()
  WHERE id = $1 AND status = 'sending'
 
 -- name: mark_unsent
 -- The attempt failed: back to queued (to retry) or failed for good.
-UPDATE notifications SET status = $2, error = $3, updated_at = now()
+UPDATE notifications
+   SET status = $2, error = $3, provider = coalesce($4, provider), provider_pinned = $5,
+       updated_at = now()
+ WHERE id = $1 AND status = 'sending'
+
+-- name: pin_provider
+-- A failover is about to ask another provider: a retry after a crash asks it alone.
+UPDATE notifications SET provider = $2, provider_pinned = true, updated_at = now()
  WHERE id = $1 AND status = 'sending'
 
 -- name: get_status
@@ -109,28 +116,32 @@ UPDATE notifications SET status = $2, error = coalesce($3, error), updated_at = 
 -- name: upsert_credential
 -- Store (or replace) a tenant's encrypted provider credential.
 INSERT INTO provider_credentials (tenant_id, provider, key_id, nonce, ciphertext, from_email,
-                                  last4)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+                                  last4, rate_per_second, priority)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (tenant_id, provider) DO UPDATE
    SET key_id = excluded.key_id, nonce = excluded.nonce, ciphertext = excluded.ciphertext,
-       from_email = excluded.from_email, last4 = excluded.last4, updated_at = now()
-RETURNING tenant_id, provider, from_email, last4, created_at, updated_at
+       from_email = excluded.from_email, last4 = excluded.last4,
+       rate_per_second = excluded.rate_per_second, priority = excluded.priority,
+       updated_at = now()
+RETURNING tenant_id, provider, from_email, last4, rate_per_second, priority, created_at,
+          updated_at
 
 -- name: get_credential_public
 -- What may be shown of a credential: never the key.
-SELECT tenant_id, provider, from_email, last4, created_at, updated_at
+SELECT tenant_id, provider, from_email, last4, rate_per_second, priority, created_at,
+       updated_at
   FROM provider_credentials WHERE tenant_id = $1 AND provider = $2
 
 -- name: get_credential_sealed
 -- A credential with its ciphertext, for sending.
-SELECT provider, key_id, nonce, ciphertext, from_email
+SELECT provider, key_id, nonce, ciphertext, from_email, rate_per_second
   FROM provider_credentials WHERE tenant_id = $1 AND provider = $2
 
--- name: tenant_credential
--- The tenant's credential for provider $2, or (when $2 is NULL) its most recently updated one.
+-- name: tenant_credentials
+-- The tenant's credential for provider $2, or (when $2 is NULL) all, in failover order.
 SELECT provider, from_email FROM provider_credentials
  WHERE tenant_id = $1 AND ($2::text IS NULL OR provider = $2)
- ORDER BY updated_at DESC LIMIT 1
+ ORDER BY priority, updated_at DESC
 
 -- name: delete_credential
 -- Remove a tenant's credential.

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import uuid
 
-from mimic.core import metrics
+from mimic.core import metrics, ratelimit
 from mimic.core.crypto import DecryptionFailed
 from mimic.core.deps import Deps
 from mimic.core.errors import Conflict, ExpectedJobError, MimicError, Unprocessable
@@ -15,7 +16,7 @@ from mimic.core.outbound import Allowlist
 from mimic.core.settings import EmailProvider, Secret, Settings
 from mimic.email import repository, status, suppression
 from mimic.email.addresses import validate_address, validate_addresses
-from mimic.email.credentials import Credential, load_credential, tenant_sender
+from mimic.email.credentials import Credential, load_credential, tenant_senders
 from mimic.email.providers import (
     OutgoingEmail,
     PermanentSendError,
@@ -84,19 +85,24 @@ def platform_has(settings: Settings, provider: EmailProvider) -> bool:
     }[provider]
 
 
-async def choose_provider(deps: Deps, request: EmailRequest) -> tuple[EmailProvider, str | None]:
-    """Provider and tenant sender: explicit > tenant's latest credential > EMAIL_PROVIDER."""
+async def choose_providers(
+    deps: Deps, request: EmailRequest
+) -> tuple[list[EmailProvider], str | None]:
+    """The failover order and the tenant's sender. An explicit ``provider`` alone; else a
+    tenant's own credentials (by priority, then the newest); else the platform's
+    EMAIL_PROVIDERS (or EMAIL_PROVIDER) that are configured."""
     if request.tenant_id is not None:
-        found = await tenant_sender(deps.db, request.tenant_id, request.provider)
-        if found is not None:
-            return found.provider, found.from_email
-    provider: EmailProvider = request.provider or deps.settings.email.provider
-    if not platform_has(deps.settings, provider):
+        found = await tenant_senders(deps.db, request.tenant_id, request.provider)
+        if found:
+            return [f.provider for f in found], found[0].from_email
+    wanted = [request.provider] if request.provider else list(deps.settings.email.provider_order)
+    order = [p for p in wanted if platform_has(deps.settings, p)]
+    if not order:
         raise Unprocessable(
-            f"provider {provider!r} has no credentials for this tenant or the platform",
+            f"provider {wanted[0]!r} has no credentials for this tenant or the platform",
             code="provider_not_configured",
         )
-    return provider, None
+    return order, None
 
 
 async def replay(deps: Deps, request: EmailRequest, key: str) -> Accepted | None:
@@ -131,13 +137,14 @@ async def prepare(
         deps.db, request.tenant_id, [*recipients.to, *recipients.cc, *recipients.bcc]
     )
     rendered = templates.render(request.template, request.data, request.locale)
-    provider, tenant_from = await choose_provider(deps, request)
+    providers, tenant_from = await choose_providers(deps, request)
     return status.NewNotification(
         request=request,
         recipients=recipients,
         rendered=rendered,
         sender=recipients.sender or tenant_from or deps.settings.email.sender,
-        provider=provider,
+        provider=providers[0],
+        providers=providers,
         idempotency_key=idempotency_key,
     )
 
@@ -225,16 +232,103 @@ def _api_key(credential: Credential | None, platform: Secret | None, what: str) 
     raise PermanentSendError(f"no {what} for this tenant or the platform")
 
 
+def _credential_key(
+    provider: EmailProvider, credential: Credential | None, tenant: str | None
+) -> str:
+    """Names a provider credential for its rate bucket and circuit breaker."""
+    return f"{provider}:tenant:{tenant}" if credential is not None else f"{provider}:platform"
+
+
+def _rate(settings: Settings, provider: EmailProvider, credential: Credential | None) -> float:
+    if credential is not None and credential.rate_per_second:
+        return credential.rate_per_second
+    email = settings.email
+    return {
+        "dev": 0.0,
+        "smtp": email.smtp_rate_per_second,
+        "resend": email.resend_rate_per_second,
+        "postmark": email.postmark_rate_per_second,
+    }[provider]
+
+
+class NotSent(RetryableSendError):
+    """Every provider of the order certainly failed (or was skipped): try the order again."""
+
+
+class Unknown(RetryableSendError):
+    """``provider`` may have sent it: only that provider may be asked again."""
+
+    def __init__(self, provider: EmailProvider, cause: RetryableSendError) -> None:
+        super().__init__(cause.reason, retry_after=cause.retry_after)
+        self.provider = provider
+
+
 async def dispatch(
-    deps: Deps, claimed: status.Claimed, message: OutgoingEmail, *, resumed: bool
+    deps: Deps, claimed: status.Claimed, message: OutgoingEmail
+) -> tuple[EmailProvider, Sent]:
+    """Send through the first provider of the order that takes it.
+
+    The next provider is tried only when the outcome is certain to be "not sent" (no
+    connection, a 429 or 5xx without a message id, or the provider's circuit is open). An
+    unknown outcome (a timeout, a dropped connection) raises ``Unknown``: the retry asks the
+    same provider again (its idempotency key, or Postmark's metadata search, prevents a
+    duplicate), never another. Before a later provider is tried the notification is pinned
+    to it, so a worker that dies mid-call is resumed with that provider alone."""
+    nid = claimed.id
+    order = [claimed.provider] if claimed.provider_pinned else claimed.providers
+    failures: list[str] = []
+    soonest: float | None = None
+    for index, provider in enumerate(order):
+        credential = None
+        if claimed.tenant_id is not None and provider != "dev":
+            credential = await load_credential(deps.db, deps.keyring, claimed.tenant_id, provider)
+        key = _credential_key(provider, credential, claimed.tenant_id)
+        until = await deps.circuits.open_until(key)
+        if until is not None:
+            wait = (until - datetime.datetime.now(datetime.UTC)).total_seconds()
+            soonest = wait if soonest is None else min(soonest, wait)
+            failures.append(f"{provider}: skipped, circuit open")
+            metrics.provider_skipped.labels(provider, "circuit_open").inc()
+            await status.note(
+                deps.db, nid, "skipped", f"{provider}: circuit open until {until:%H:%M:%S} UTC"
+            )
+            continue
+        if index > 0 and provider != claimed.provider:
+            await status.pin(deps.db, nid, provider)
+        await ratelimit.wait_turn(deps.db, key, _rate(deps.settings, provider, credential))
+        resumed = claimed.attempts > 1 and provider == claimed.provider
+        try:
+            sent = await send_via(deps, provider, credential, message, resumed=resumed)
+        except RetryableSendError as exc:
+            if not exc.certain:
+                raise Unknown(provider, exc) from None
+            failures.append(f"{provider}: {exc.reason}")
+            opened = await deps.circuits.failed(key, exc.reason)
+            metrics.provider_skipped.labels(provider, "certain_failure").inc()
+            more = "; trying the next provider" if index + 1 < len(order) else ""
+            note = f" (circuit open until {opened:%H:%M:%S} UTC)" if opened else ""
+            await status.note(
+                deps.db, nid, "provider_failed", f"{provider}: {exc.reason}{note}{more}"
+            )
+            if exc.retry_after is not None:
+                soonest = exc.retry_after if soonest is None else min(soonest, exc.retry_after)
+            continue
+        await deps.circuits.succeeded(key)
+        return provider, sent
+    raise NotSent("; ".join(failures), retry_after=soonest, certain=True)
+
+
+async def send_via(
+    deps: Deps,
+    provider: EmailProvider,
+    credential: Credential | None,
+    message: OutgoingEmail,
+    *,
+    resumed: bool,
 ) -> Sent:
-    """Send through the notification's provider with the tenant's key, else the platform's."""
+    """One provider, with the tenant's key when it has one, else the platform's."""
     settings = deps.settings.email
     timeout = settings.provider_timeout_seconds
-    provider = claimed.provider
-    credential = None
-    if claimed.tenant_id is not None and provider != "dev":
-        credential = await load_credential(deps.db, deps.keyring, claimed.tenant_id, provider)
     if provider == "dev":
         config = SmtpConfig(
             host=settings.dev_smtp_host, port=settings.dev_smtp_port, security="none"
@@ -246,7 +340,8 @@ async def dispatch(
                 raise
             raise RetryableSendError(
                 f"no SMTP server at {config.host}:{config.port}; run `make mail` or Mailpit "
-                f"({exc.reason})"
+                f"({exc.reason})",
+                certain=exc.certain,
             ) from None
     if provider == "smtp":
         if credential and credential.smtp:
@@ -275,8 +370,8 @@ async def dispatch(
         )
     token = _api_key(credential, settings.postmark_server_token, "Postmark server token")
     if resumed:
-        # An earlier attempt may have reached Postmark (it died mid-call, timed out, or got
-        # a 5xx): Postmark may have sent it already, and has no idempotency key to ask.
+        # An earlier attempt may have reached Postmark (it died mid-call or timed out):
+        # Postmark may have sent it already, and has no idempotency key to ask.
         earlier = await find_postmark_message(
             deps.http,
             base_url=settings.postmark_api_url,
@@ -296,6 +391,8 @@ async def dispatch(
             timeout=timeout,
         )
     except RetryableSendError as exc:
+        if exc.certain:
+            raise
         # It may have been sent: give Postmark's search time to see it before the retry.
         raise RetryableSendError(
             exc.reason,
@@ -327,7 +424,7 @@ async def send_notification(deps: Deps, notification_id: str) -> None:
     provider = claimed.provider
     settings = deps.settings.email
     try:
-        sent = await dispatch(deps, claimed, message, resumed=claimed.attempts > 1)
+        provider, sent = await dispatch(deps, claimed, message)
     except (PermanentSendError, DecryptionFailed) as exc:
         reason = exc.reason if isinstance(exc, PermanentSendError) else exc.message
         if isinstance(exc, PermanentSendError) and exc.inactive_recipient:
@@ -336,21 +433,30 @@ async def send_notification(deps: Deps, notification_id: str) -> None:
                 claimed.tenant_id,
                 [*claimed.to, *claimed.cc, *claimed.bcc],
                 reason="inactive_recipient",
-                provider=provider,
+                provider="postmark",
                 notification_id=nid,
                 detail=reason,
             )
         await _fail(deps, nid, provider, reason)
         raise EmailFailed(reason) from None
     except Exception as exc:
-        # RetryableSendError, or anything unexpected (its message may hold a key, so only
-        # the type is kept): retried within the attempt budget, never left in `sending`.
-        if isinstance(exc, RetryableSendError):
+        # A provider's retryable failure, or anything unexpected (its message may hold a
+        # key, so only the type is kept): retried within the attempt budget, never left in
+        # `sending`. Where the retry starts: an unknown outcome pins its provider; "certainly
+        # not sent" starts the order again; anything unexpected pins the provider last
+        # asked (it might have sent).
+        if isinstance(exc, Unknown):
+            reason, retry_after, start, pinned = exc.reason, exc.retry_after, exc.provider, True
+        elif isinstance(exc, RetryableSendError):
             reason, retry_after = exc.reason, exc.retry_after
+            start, pinned = claimed.providers[0], False
         else:
             reason, retry_after = f"unexpected error: {type(exc).__name__}", None
+            start, pinned = None, True
         if claimed.attempts < settings.max_attempts:
-            await status.mark_unsent(deps.db, nid, retrying=True, reason=reason)
+            await status.mark_unsent(
+                deps.db, nid, retrying=True, reason=reason, provider=start, pinned=pinned
+            )
             metrics.emails_finished.labels(provider, "retry").inc()
             logger.warning("notification %s: %s; will retry", notification_id, reason)
             backoff = Backoff(base=settings.backoff_base_seconds, cap=settings.backoff_max_seconds)
@@ -360,7 +466,7 @@ async def send_notification(deps: Deps, notification_id: str) -> None:
         await _fail(deps, nid, provider, reason)
         raise EmailFailed(reason) from None
     detail = f"{provider} message {sent.message_id}" + (f"; {sent.note}" if sent.note else "")
-    await status.mark_sent(deps.db, nid, sent.message_id, detail)
+    await status.mark_sent(deps.db, nid, sent.message_id, detail, provider=provider)
     metrics.emails_finished.labels(provider, "sent").inc()
     logger.info("notification %s sent via %s", notification_id, provider)
 

@@ -50,6 +50,10 @@ class Claimed(msgspec.Struct, kw_only=True, frozen=True):
     tags: str
     provider: EmailProvider
     attempts: int
+    #: The failover order chosen at submit (the first is ``provider`` unless pinned).
+    providers: list[EmailProvider]
+    #: An earlier attempt through ``provider`` may have been sent: ask it alone again.
+    provider_pinned: bool
 
     def tag_dict(self) -> dict[str, str]:
         return {str(k): str(v) for k, v in json.loads(self.tags).items()}
@@ -64,6 +68,8 @@ class NewNotification(msgspec.Struct, kw_only=True, frozen=True):
     sender: str
     provider: EmailProvider
     idempotency_key: str | None
+    #: Failover order; the first is ``provider``.
+    providers: list[EmailProvider] = msgspec.field(default_factory=list)
 
 
 async def create(db: Database, new: NewNotification) -> uuid.UUID | None:
@@ -103,6 +109,7 @@ async def create_many(db: Database, batch: list[NewNotification]) -> list[uuid.U
                 new.idempotency_key,
                 request.fingerprint(),
                 request.send_at,
+                new.providers or [new.provider],
             )
             if inserted is None:
                 ids.append(None)
@@ -130,28 +137,53 @@ async def claim(db: Database, notification_id: uuid.UUID) -> Claimed | None:
         if row is None:
             return None
         claimed = as_struct(row, Claimed)
-        await _timeline(conn, notification_id, "sending", f"attempt {claimed.attempts}")
+        await _timeline(
+            conn, notification_id, "sending", f"attempt {claimed.attempts} via {claimed.provider}"
+        )
     return claimed
 
 
-async def mark_sent(db: Database, notification_id: uuid.UUID, message_id: str, detail: str) -> None:
-    """sending -> sent (unless a provider event has moved it on already)."""
+async def mark_sent(
+    db: Database,
+    notification_id: uuid.UUID,
+    message_id: str,
+    detail: str,
+    *,
+    provider: EmailProvider,
+) -> None:
+    """sending -> sent through ``provider`` (unless a provider event has moved it on)."""
     async with db.transaction() as conn:
-        changed = await conn.execute(queries["mark_sent"], notification_id, message_id)
+        changed = await conn.execute(queries["mark_sent"], notification_id, message_id, provider)
         if changed != "UPDATE 0":
             await _timeline(conn, notification_id, "sent", detail)
 
 
 async def mark_unsent(
-    db: Database, notification_id: uuid.UUID, *, retrying: bool, reason: str
+    db: Database,
+    notification_id: uuid.UUID,
+    *,
+    retrying: bool,
+    reason: str,
+    provider: EmailProvider | None = None,
+    pinned: bool = False,
 ) -> None:
-    """sending -> queued (to retry) or failed, with the reason."""
+    """sending -> queued (to retry) or failed, with the reason. ``provider`` and ``pinned``:
+    where the retry starts (None keeps the current provider), and whether it may ask that
+    provider alone (an unknown outcome: never another, no double send)."""
     new_status: NotificationStatus = "queued" if retrying else "failed"
     async with db.transaction() as conn:
-        changed = await conn.execute(queries["mark_unsent"], notification_id, new_status, reason)
+        changed = await conn.execute(
+            queries["mark_unsent"], notification_id, new_status, reason, provider, pinned
+        )
         if changed != "UPDATE 0":
             entry = "retrying" if retrying else "failed"
             await _timeline(conn, notification_id, entry, reason)
+
+
+async def pin(db: Database, notification_id: uuid.UUID, provider: EmailProvider) -> None:
+    """Before failing over to ``provider``: should this attempt die mid-call, the retry asks
+    ``provider`` alone."""
+    await db.execute(queries["pin_provider"], notification_id, provider)
 
 
 async def apply_provider_event(
@@ -181,6 +213,11 @@ async def apply_provider_event(
         if RANK[new] > RANK.get(current, 0):
             error = detail if new in FAILURES else None
             await conn.execute(queries["advance_status"], notification_id, new, error)
+
+
+async def note(db: Database, notification_id: uuid.UUID, entry: str, detail: str) -> None:
+    """A timeline line about an attempt (a provider skipped, a failover)."""
+    await db.execute(queries["add_timeline"], notification_id, entry, detail, None, None)
 
 
 async def _timeline(

@@ -39,3 +39,8 @@ CREATE TABLE send_rate_buckets (
 -- A tenant credential may set its own send rate and its place in the tenant's order.
 ALTER TABLE provider_credentials ADD COLUMN rate_per_second double precision;
 ALTER TABLE provider_credentials ADD COLUMN priority integer NOT NULL DEFAULT 0;
+
+-- The providers a send may use, in order (failover), and whether an attempt with an unknown
+-- outcome has pinned it to `provider` (then only that provider may be asked again).
+ALTER TABLE notifications ADD COLUMN providers text[];
+ALTER TABLE notifications ADD COLUMN provider_pinned boolean NOT NULL DEFAULT false;

@@ -56,7 +56,15 @@ class SendError(Exception):
 
 
 class RetryableSendError(SendError):
-    pass
+    """``certain``: the provider certainly did not send it (no connection, or a 429/5xx
+    without a message id), so another provider may be tried. Otherwise the outcome is
+    unknown, and only the same provider may be asked again (its idempotency protects)."""
+
+    def __init__(
+        self, reason: str, *, retry_after: float | None = None, certain: bool = False
+    ) -> None:
+        super().__init__(reason, retry_after=retry_after)
+        self.certain = certain
 
 
 class PermanentSendError(SendError):
@@ -85,4 +93,4 @@ async def post(
     try:
         return await http.request(http_client, "POST", url, timeout=timeout, **kwargs)
     except http.TransportFailure as exc:
-        raise RetryableSendError(exc.reason) from None
+        raise RetryableSendError(exc.reason, certain=exc.certain) from None

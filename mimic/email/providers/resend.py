@@ -67,6 +67,9 @@ async def send_resend(
     with contextlib.suppress(ValueError, AttributeError):
         name = str(response.json().get("name", ""))
     code = response.status_code
-    if code == 429 or code >= 500 or (code == 409 and name == "concurrent_idempotent_requests"):
+    if code == 429 or code >= 500:
+        # No email id: Resend did not take it.
+        raise RetryableSendError(reason, retry_after=http.retry_after(response), certain=True)
+    if code == 409 and name == "concurrent_idempotent_requests":
         raise RetryableSendError(reason, retry_after=http.retry_after(response))
     raise PermanentSendError(reason)

@@ -72,9 +72,11 @@ async def send_smtp(
         except OutboundRefused as exc:
             raise PermanentSendError(f"SMTP destination refused: {exc}") from None
         except Unresolved as exc:
-            raise RetryableSendError(f"SMTP connection failed: {exc}") from None
+            raise RetryableSendError(f"SMTP connection failed: {exc}", certain=True) from None
         except (OSError, TimeoutError) as exc:
-            raise RetryableSendError(f"SMTP connection failed: {type(exc).__name__}") from None
+            raise RetryableSendError(
+                f"SMTP connection failed: {type(exc).__name__}", certain=True
+            ) from None
         where = {"hostname": config.host, "sock": sock}
     try:
         refused, _reply = await aiosmtplib.send(
@@ -91,13 +93,25 @@ async def send_smtp(
         _log_reply(guard, "; ".join(f"{r.code} {r.message}" for r in exc.recipients))
         every = ", ".join(f"{r.recipient} ({r.code})" for r in exc.recipients)
         raise PermanentSendError(f"SMTP refused recipients: {every}") from None
+    except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPConnectTimeoutError) as exc:
+        # Never connected (refused, no such host, connect timeout): certainly not sent.
+        # (SMTPConnectResponseError, a refusing greeting, is one of these too.)
+        raise RetryableSendError(
+            f"SMTP connection failed: {type(exc).__name__}", certain=True
+        ) from None
     except aiosmtplib.SMTPResponseException as exc:
         _log_reply(guard, f"{exc.code} {exc.message}")
         if 400 <= exc.code < 500:
-            raise RetryableSendError(f"SMTP temporary failure ({exc.code})") from None
+            # The server answered "not now": it did not take the message.
+            raise RetryableSendError(f"SMTP temporary failure ({exc.code})", certain=True) from None
         raise PermanentSendError(f"SMTP permanent failure ({exc.code})") from None
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        raise RetryableSendError(f"SMTP connection failed: {type(exc).__name__}") from None
+        # Dropped or timed out mid-conversation: it may have been accepted (a plain refusal
+        # or DNS failure, should aiosmtplib pass one through unwrapped, is certain).
+        certain = isinstance(exc, (ConnectionRefusedError, socket.gaierror))
+        raise RetryableSendError(
+            f"SMTP connection failed: {type(exc).__name__}", certain=certain
+        ) from None
     finally:
         if sock is not None:
             sock.close()

@@ -94,6 +94,8 @@ async def test_put_get_delete_show_only_last4(
         "provider",
         "from_email",
         "last4",
+        "rate_per_second",
+        "priority",
         "created_at",
         "updated_at",
     }

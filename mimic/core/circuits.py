@@ -1,0 +1,96 @@
+"""Circuit breakers shared by every worker: the only module that writes ``provider_circuits``.
+
+After ``failures`` certain failures of one key (a provider and credential) within ``window``
+seconds, the key is skipped for ``cooldown`` seconds. Reads go through a per-process snapshot
+refreshed at most once a second, so a healthy send costs no query; a success writes only when
+the key had failures.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+
+import msgspec
+
+from mimic.core.db import Database
+
+
+class Policy(msgspec.Struct, frozen=True):
+    failures: int
+    window_seconds: float
+    cooldown_seconds: float
+
+
+_FAILURE = """
+INSERT INTO provider_circuits AS c (key, failures, first_failure_at, last_error)
+VALUES ($1, 1, now(), $2)
+ON CONFLICT (key) DO UPDATE
+   SET failures = CASE WHEN c.first_failure_at IS NULL
+                         OR c.first_failure_at < now() - make_interval(secs => $3)
+                       THEN 1 ELSE c.failures + 1 END,
+       first_failure_at = CASE WHEN c.first_failure_at IS NULL
+                                 OR c.first_failure_at < now() - make_interval(secs => $3)
+                               THEN now() ELSE c.first_failure_at END,
+       last_error = $2
+RETURNING failures
+"""
+_OPEN = """
+UPDATE provider_circuits
+   SET open_until = now() + make_interval(secs => $2), failures = 0, first_failure_at = NULL
+ WHERE key = $1
+RETURNING open_until
+"""
+_RESET = "UPDATE provider_circuits SET failures = 0, first_failure_at = NULL WHERE key = $1"
+_SNAPSHOT = """
+SELECT key, open_until, failures FROM provider_circuits
+ WHERE failures > 0 OR open_until > now()
+"""
+
+
+class Circuits:
+    """One per process (it holds the snapshot)."""
+
+    def __init__(self, db: Database, policy: Policy, *, refresh_seconds: float = 1.0) -> None:
+        self._db, self._policy, self._refresh = db, policy, refresh_seconds
+        self._open: dict[str, datetime.datetime] = {}
+        self._failing: set[str] = set()
+        self._read_at = float("-inf")
+
+    async def _snapshot(self) -> None:
+        if time.monotonic() - self._read_at < self._refresh:
+            return
+        rows = await self._db.fetch(_SNAPSHOT)
+        now = datetime.datetime.now(datetime.UTC)
+        self._open = {
+            r["key"]: r["open_until"] for r in rows if r["open_until"] and r["open_until"] > now
+        }
+        self._failing = {r["key"] for r in rows if r["failures"] > 0}
+        self._read_at = time.monotonic()
+
+    async def open_until(self, key: str) -> datetime.datetime | None:
+        """When the key's circuit closes again, or None when it may be used."""
+        await self._snapshot()
+        until = self._open.get(key)
+        if until is not None and until <= datetime.datetime.now(datetime.UTC):
+            return None
+        return until
+
+    async def failed(self, key: str, reason: str) -> datetime.datetime | None:
+        """Count a certain failure; returns open_until when this one opened the circuit."""
+        count: int = await self._db.fetchval(
+            _FAILURE, key, reason[:300], self._policy.window_seconds
+        )
+        self._failing.add(key)
+        if count < self._policy.failures:
+            return None
+        until: datetime.datetime = await self._db.fetchval(
+            _OPEN, key, self._policy.cooldown_seconds
+        )
+        self._open[key] = until
+        return until
+
+    async def succeeded(self, key: str) -> None:
+        if key in self._failing:
+            await self._db.execute(_RESET, key)
+            self._failing.discard(key)

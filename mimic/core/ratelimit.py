@@ -1,0 +1,42 @@
+"""Send rates shared by every worker process: a token bucket per key, in one statement.
+
+The only module that writes ``send_rate_buckets``. Taking a token always succeeds; when the
+bucket is empty the balance goes negative, and the caller waits ``-balance / rate`` seconds
+before it may act. The row lock orders concurrent takers, so N workers together keep the
+rate. A caller's wait is bounded by the senders in flight (concurrency x workers) / rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from mimic.core.db import Database
+
+_TAKE = """
+INSERT INTO send_rate_buckets AS b (key, tokens, updated_at)
+VALUES ($1, $2::float8 - 1, clock_timestamp())
+ON CONFLICT (key) DO UPDATE
+   SET tokens = least($2::float8,
+                      b.tokens + $3::float8 * extract(epoch FROM clock_timestamp() - b.updated_at))
+                - 1,
+       updated_at = clock_timestamp()
+RETURNING tokens
+"""
+
+
+async def take(db: Database, key: str, rate: float) -> float:
+    """Reserve one token of ``key``'s bucket (``rate`` per second, a burst of one second's
+    worth); returns how many seconds to wait before using it (0: now)."""
+    burst = max(1.0, rate)
+    tokens: float = await db.fetchval(_TAKE, key, burst, rate)
+    return max(0.0, -tokens / rate)
+
+
+async def wait_turn(db: Database, key: str, rate: float | None) -> float:
+    """Take a token and sleep until it is due. No rate (None or 0): no limit, no query."""
+    if not rate:
+        return 0.0
+    delay = await take(db, key, rate)
+    if delay > 0:
+        await asyncio.sleep(delay)
+    return delay
