@@ -34,6 +34,7 @@ import httpx
 import uvicorn
 from stripe import WebhookSignature
 
+from bench.email import SmtpCounter, accept_sends, reference
 from mimic.core.embedded import start_embedded
 from mimic.core.migrate import load_steps, migrate
 from mimic.core.pagination import encode_cursor
@@ -359,7 +360,8 @@ async def main(args: argparse.Namespace) -> None:
     data_dir = tempfile.mkdtemp(prefix="mimic-bench-")
     dsn = os.environ.get("DATABASE_URL") or start_embedded(data_dir)
     await migrate(dsn, load_steps())
-    api_port, inkpass_port = free_port(), free_port()
+    api_port, inkpass_port, smtp_port = free_port(), free_port(), free_port()
+    smtp = SmtpCounter(smtp_port).__enter__()
     arrivals: dict[str, float] = {}
     inkpass = uvicorn.Server(
         uvicorn.Config(
@@ -374,9 +376,13 @@ async def main(args: argparse.Namespace) -> None:
         "MIMIC_PORT": str(api_port),
         "MIMIC_LOG_LEVEL": "WARNING",
         "STRIPE_WEBHOOK_SECRET": SECRET,
-        "MIMIC_SERVICE_API_KEY": "bench-key",
+        "MIMIC_SERVICE_API_KEY": "bench-service-key",
+        "MIMIC_API_KEYS": "bench-key",
         "INKPASS_INTERNAL_URL": f"http://127.0.0.1:{inkpass_port}",
         "WORKER_HEALTH_PORT": str(health_port),
+        "EMAIL_PROVIDER": "dev",
+        "DEV_SMTP_HOST": "127.0.0.1",
+        "DEV_SMTP_PORT": str(smtp_port),
     }
     api = subprocess.Popen([sys.executable, "-m", "mimic", "api"], env=env)
     worker: subprocess.Popen[bytes] | None = None
@@ -385,6 +391,10 @@ async def main(args: argparse.Namespace) -> None:
         source = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded pgserver"
         print(f"machine: {os.cpu_count()} cores; Postgres: {source}")
         concurrency = 10  # WORKER_CONCURRENCY's default, for Mimic and the reference alike
+        if "email" in args.phases:
+            await email_phase(dsn, env, api_port, smtp, args.emails, concurrency)
+        if "webhooks" not in args.phases:
+            return
         print(f"phase 0: the reference, procrastinate alone, concurrency {concurrency}")
         references: dict[str, Drain] = {}
         for mode in ("stock", "tuned"):
@@ -449,6 +459,32 @@ async def main(args: argparse.Namespace) -> None:
                 proc.wait(timeout=30)
         inkpass.should_exit = True
         await inkpass_task
+        smtp.__exit__()
+
+
+async def email_phase(
+    dsn: str, env: dict[str, str], api_port: int, smtp: SmtpCounter, count: int, concurrency: int
+) -> None:
+    print(f"phase E: email, {count} messages to a local aiosmtpd server, concurrency {concurrency}")
+    fresh, reused = await reference(smtp.port, count, concurrency)
+    print(
+        f"  reference, aiosmtplib alone: {fresh:.0f} messages/s with a connection per message, "
+        f"{reused:.0f} messages/s reusing connections"
+    )
+    accepted = await accept_sends(api_port, "bench-key", count, 8)
+    print(f"  mimic api: {count} sends accepted at {accepted:.0f} sends/s (8 connections)")
+    before = smtp.count
+    drain, worker = await measure_drain(
+        dsn, "email", [sys.executable, "-m", "mimic", "worker"], env
+    )
+    worker.terminate()
+    worker.wait(timeout=30)
+    print(
+        f"  mimic worker, 1 process: {drain.jobs} emails at {drain.rate:.0f} emails/s "
+        f"= {drain.rate / reused:.2f} x aiosmtplib reusing connections (target >= 0.70), "
+        f"{drain.rate / fresh:.2f} x a connection per message; "
+        f"{drain.xacts_per_job:.1f} transactions per email; server got {smtp.count - before}"
+    )
 
 
 if __name__ == "__main__":
@@ -458,5 +494,11 @@ if __name__ == "__main__":
     parser.add_argument("--e2e", type=int, default=300, help="webhooks for the latency phase")
     parser.add_argument(
         "--events", type=int, default=1_000_000, help="events in the table for the list phase"
+    )
+    parser.add_argument("--emails", type=int, default=3000, help="messages for the email phase")
+    parser.add_argument(
+        "--phases",
+        default="email,webhooks",
+        help="comma list: email (send rate), webhooks (ingress, routing, latency, lists)",
     )
     asyncio.run(main(parser.parse_args()))

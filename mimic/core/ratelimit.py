@@ -25,10 +25,10 @@ RETURNING tokens
 
 
 async def take(db: Database, key: str, rate: float) -> float:
-    """Reserve one token of ``key``'s bucket (``rate`` per second, a burst of one second's
-    worth); returns how many seconds to wait before using it (0: now)."""
-    burst = max(1.0, rate)
-    tokens: float = await db.fetchval(_TAKE, key, burst, rate)
+    """Reserve one token of ``key``'s bucket; returns how many seconds to wait before using
+    it (0: now). The bucket holds one token: sends are paced evenly at ``rate`` per second,
+    never bunched, so whatever window the provider counts in, it sees at most ``rate``."""
+    tokens: float = await db.fetchval(_TAKE, key, 1.0, rate)
     return max(0.0, -tokens / rate)
 
 

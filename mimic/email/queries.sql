@@ -73,19 +73,33 @@ SELECT n.id, n.tenant_id, n.template, n."to", n.subject, n.provider, n.provider_
  LIMIT $4
 
 -- name: claim_send
--- Start a send attempt: what to send, and the attempt's number.
-UPDATE notifications
-   SET status = 'sending', attempts = attempts + 1, updated_at = now()
- WHERE id = $1 AND status IN ('queued', 'sending', 'failed')
-RETURNING id, tenant_id, "to", cc, bcc, reply_to, "from", subject, html, text, tags::text AS tags,
-          provider, attempts, coalesce(providers, ARRAY[provider]) AS providers, provider_pinned
+-- Start a send attempt: what to send, and the attempt's number, with its timeline line
+-- (one statement, one round trip).
+WITH claimed AS (
+    UPDATE notifications
+       SET status = 'sending', attempts = attempts + 1, updated_at = now()
+     WHERE id = $1 AND status IN ('queued', 'sending', 'failed')
+    RETURNING id, tenant_id, "to", cc, bcc, reply_to, "from", subject, html, text,
+              tags::text AS tags, provider, attempts,
+              coalesce(providers, ARRAY[provider]) AS providers, provider_pinned
+), noted AS (
+    INSERT INTO notification_events (notification_id, status, detail)
+    SELECT id, 'sending', format('attempt %s via %s', attempts, provider) FROM claimed
+)
+SELECT * FROM claimed
 
 -- name: mark_sent
--- The provider accepted the message.
-UPDATE notifications
-   SET status = 'sent', provider_message_id = $2, sent_at = now(), error = NULL,
-       provider = $3, provider_pinned = false, updated_at = now()
- WHERE id = $1 AND status = 'sending'
+-- The provider accepted the message: status and timeline in one statement. Nothing when a
+-- provider event has moved it on already.
+WITH sent AS (
+    UPDATE notifications
+       SET status = 'sent', provider_message_id = $2, sent_at = now(), error = NULL,
+           provider = $3, provider_pinned = false, updated_at = now()
+     WHERE id = $1 AND status = 'sending'
+    RETURNING id
+)
+INSERT INTO notification_events (notification_id, status, detail)
+SELECT id, 'sent', $4 FROM sent
 
 -- name: mark_unsent
 -- The attempt failed: back to queued (to retry) or failed for good.

@@ -303,7 +303,7 @@ async def dispatch(
             if not exc.certain:
                 raise Unknown(provider, exc) from None
             failures.append(f"{provider}: {exc.reason}")
-            opened = await deps.circuits.failed(key, exc.reason)
+            opened = None if exc.rate_limited else await deps.circuits.failed(key, exc.reason)
             metrics.provider_skipped.labels(provider, "certain_failure").inc()
             more = "; trying the next provider" if index + 1 < len(order) else ""
             note = f" (circuit open until {opened:%H:%M:%S} UTC)" if opened else ""

@@ -132,15 +132,8 @@ async def create_many(db: Database, batch: list[NewNotification]) -> list[uuid.U
 
 async def claim(db: Database, notification_id: uuid.UUID) -> Claimed | None:
     """queued/sending/failed -> sending, counting the attempt; None if nothing to send."""
-    async with db.transaction() as conn:
-        row = await conn.fetchrow(queries["claim_send"], notification_id)
-        if row is None:
-            return None
-        claimed = as_struct(row, Claimed)
-        await _timeline(
-            conn, notification_id, "sending", f"attempt {claimed.attempts} via {claimed.provider}"
-        )
-    return claimed
+    row = await db.fetchrow(queries["claim_send"], notification_id)
+    return as_struct(row, Claimed) if row is not None else None
 
 
 async def mark_sent(
@@ -152,10 +145,7 @@ async def mark_sent(
     provider: EmailProvider,
 ) -> None:
     """sending -> sent through ``provider`` (unless a provider event has moved it on)."""
-    async with db.transaction() as conn:
-        changed = await conn.execute(queries["mark_sent"], notification_id, message_id, provider)
-        if changed != "UPDATE 0":
-            await _timeline(conn, notification_id, "sent", detail)
+    await db.execute(queries["mark_sent"], notification_id, message_id, provider, detail)
 
 
 async def mark_unsent(

@@ -61,10 +61,17 @@ class RetryableSendError(SendError):
     unknown, and only the same provider may be asked again (its idempotency protects)."""
 
     def __init__(
-        self, reason: str, *, retry_after: float | None = None, certain: bool = False
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        certain: bool = False,
+        rate_limited: bool = False,
     ) -> None:
         super().__init__(reason, retry_after=retry_after)
         self.certain = certain
+        #: A 429: the provider is up, just busy; it does not count toward its circuit.
+        self.rate_limited = rate_limited
 
 
 class PermanentSendError(SendError):

@@ -72,7 +72,12 @@ async def send_postmark(
         reason += f" (ErrorCode {body['ErrorCode']})"
     if response.status_code == 429 or response.status_code >= 500:
         # No MessageID: Postmark did not take it.
-        raise RetryableSendError(reason, retry_after=http.retry_after(response), certain=True)
+        raise RetryableSendError(
+            reason,
+            retry_after=http.retry_after(response),
+            certain=True,
+            rate_limited=response.status_code == 429,
+        )
     # ErrorCode 406: "You tried to send to recipient(s) that have been marked as inactive."
     raise PermanentSendError(reason, inactive_recipient=body.get("ErrorCode") == 406)
 

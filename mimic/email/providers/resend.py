@@ -69,7 +69,12 @@ async def send_resend(
     code = response.status_code
     if code == 429 or code >= 500:
         # No email id: Resend did not take it.
-        raise RetryableSendError(reason, retry_after=http.retry_after(response), certain=True)
+        raise RetryableSendError(
+            reason,
+            retry_after=http.retry_after(response),
+            certain=True,
+            rate_limited=code == 429,
+        )
     if code == 409 and name == "concurrent_idempotent_requests":
         raise RetryableSendError(reason, retry_after=http.retry_after(response))
     raise PermanentSendError(reason)

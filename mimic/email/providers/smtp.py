@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.message
 import email.utils
 import logging
 import socket
+import time
+import weakref
 
 import aiosmtplib
 
@@ -78,17 +81,22 @@ async def send_smtp(
                 f"SMTP connection failed: {type(exc).__name__}", certain=True
             ) from None
         where = {"hostname": config.host, "sock": sock}
+    pool = None if guard is not None else _pool()
+    client: aiosmtplib.SMTP | None = None
     try:
-        refused, _reply = await aiosmtplib.send(
-            mime,
-            recipients=[*message.to, *message.cc, *message.bcc],
-            username=config.username,
-            password=config.password,
-            use_tls=config.security == "tls",
-            start_tls=config.security == "starttls",
-            timeout=timeout,
-            **where,  # type: ignore[arg-type]
+        if pool is not None:
+            client = await pool.acquire(config, timeout)
+        else:
+            client = _client(config, timeout, where)
+            await client.connect()
+        refused, _reply = await client.send_message(
+            mime, recipients=[*message.to, *message.cc, *message.bcc]
         )
+        if pool is not None:
+            pool.release(config, client)
+        else:
+            await client.quit()
+        client = None
     except aiosmtplib.SMTPRecipientsRefused as exc:
         _log_reply(guard, "; ".join(f"{r.code} {r.message}" for r in exc.recipients))
         every = ", ".join(f"{r.recipient} ({r.code})" for r in exc.recipients)
@@ -113,6 +121,8 @@ async def send_smtp(
             f"SMTP connection failed: {type(exc).__name__}", certain=certain
         ) from None
     finally:
+        if client is not None:  # failed: never reuse a connection in an unknown state
+            client.close()
         if sock is not None:
             sock.close()
     note = None
@@ -121,6 +131,68 @@ async def send_smtp(
         _log_reply(guard, "; ".join(f"{r.code} {r.message}" for r in refused.values()))
         note = "refused: " + ", ".join(f"{rcpt} ({r.code})" for rcpt, r in refused.items())
     return Sent(str(mime["Message-ID"]), note)
+
+
+def _client(config: SmtpConfig, timeout: float, where: dict[str, object]) -> aiosmtplib.SMTP:
+    return aiosmtplib.SMTP(
+        username=config.username,
+        password=config.password,
+        use_tls=config.security == "tls",
+        start_tls=config.security == "starttls",
+        timeout=timeout,
+        **where,  # type: ignore[arg-type]
+    )
+
+
+class SmtpPool:
+    """Open connections to the platform's SMTP servers, reused across sends (per server and
+    login). At most ``max_idle`` wait per server; one idle longer than ``idle_seconds`` is
+    closed, and one idle more than a second is checked with NOOP before use, so a server
+    that dropped it costs a reconnect, not a failed send. A connection that saw any error is
+    closed, never reused. (Tenants' own servers are not pooled: each send re-checks the
+    address, see core.outbound.)"""
+
+    def __init__(self, *, max_idle: int = 10, idle_seconds: float = 30.0) -> None:
+        self._idle: dict[SmtpConfig, list[tuple[float, aiosmtplib.SMTP]]] = {}
+        self._max_idle, self._idle_seconds = max_idle, idle_seconds
+
+    async def acquire(self, config: SmtpConfig, timeout: float) -> aiosmtplib.SMTP:
+        idle = self._idle.setdefault(config, [])
+        while idle:
+            since, client = idle.pop()
+            quiet = time.monotonic() - since
+            if quiet > self._idle_seconds or not client.is_connected:
+                client.close()
+                continue
+            if quiet > 1.0:
+                try:
+                    await client.noop()
+                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                    client.close()
+                    continue
+            return client
+        client = _client(config, timeout, {"hostname": config.host, "port": config.port})
+        await client.connect()
+        return client
+
+    def release(self, config: SmtpConfig, client: aiosmtplib.SMTP) -> None:
+        idle = self._idle.setdefault(config, [])
+        if len(idle) < self._max_idle and client.is_connected:
+            idle.append((time.monotonic(), client))
+        else:
+            client.close()
+
+
+_POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SmtpPool] = weakref.WeakKeyDictionary()
+
+
+def _pool() -> SmtpPool:
+    """One pool per event loop (a connection belongs to the loop that opened it)."""
+    loop = asyncio.get_running_loop()
+    found = _POOLS.get(loop)
+    if found is None:
+        found = _POOLS[loop] = SmtpPool()
+    return found
 
 
 def _log_reply(guard: Allowlist | None, text: str) -> None:

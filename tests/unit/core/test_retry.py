@@ -48,3 +48,14 @@ def test_retry_after_header_parsing(value: str | None, expected: float | None) -
 
 def test_retry_after_http_date() -> None:
     assert retry_after_seconds("Thu, 01 Jan 1970 00:01:40 GMT", now=40.0) == 60.0
+
+
+def test_a_429_without_retry_after_honours_ratelimit_reset() -> None:
+    import httpx
+
+    from mimic.core.http import retry_after
+
+    assert retry_after(httpx.Response(429, headers={"ratelimit-reset": "3"})) == 3.0
+    both = httpx.Response(429, headers={"retry-after": "7", "ratelimit-reset": "3"})
+    assert retry_after(both) == 7.0  # Retry-After wins
+    assert retry_after(httpx.Response(429)) is None

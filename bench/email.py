@@ -1,0 +1,121 @@
+"""The email phase of `make bench`: Mimic's send rate against aiosmtplib's own, in one run.
+
+A local aiosmtpd server counts what it receives. The reference is aiosmtplib alone at the
+same concurrency as a worker (10), sending to that server twice: a connection per message,
+then reused connections. Mimic's rate is one `mimic worker` process draining a backlog of
+sends queued through the API (EMAIL_PROVIDER=dev, pointed at the same server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.message
+import json
+import threading
+import time
+from typing import Any
+
+import aiosmtplib
+
+SEND_PATH = "/api/v1/notifications/email"
+
+
+class SmtpCounter:
+    """A real aiosmtpd server on loopback that counts messages."""
+
+    def __init__(self, port: int) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.port, self.count = port, 0
+        lock = threading.Lock()
+        counter = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                with lock:
+                    counter.count += 1
+                return "250 OK"
+
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+
+    def __enter__(self) -> SmtpCounter:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._controller.stop()
+
+
+def _message(i: int) -> email.message.EmailMessage:
+    mime = email.message.EmailMessage()
+    mime["From"] = "bench@mimic.local"
+    mime["To"] = f"u{i}@example.com"
+    mime["Subject"] = "Welcome"
+    mime.set_content("hello " * 40)
+    mime.add_alternative("<p>" + "hello " * 40 + "</p>", subtype="html")
+    return mime
+
+
+async def reference(port: int, count: int, concurrency: int) -> tuple[float, float]:
+    """aiosmtplib alone: (messages/s opening a connection per message, reusing connections)."""
+    queue = iter(range(count))
+
+    async def one_per_message() -> None:
+        for i in queue:
+            await aiosmtplib.send(_message(i), hostname="127.0.0.1", port=port)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one_per_message() for _ in range(concurrency)))
+    fresh = count / (time.perf_counter() - started)
+
+    queue = iter(range(count))
+
+    async def reusing() -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port)
+        await client.connect()
+        for i in queue:
+            await client.send_message(_message(i))
+        await client.quit()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(reusing() for _ in range(concurrency)))
+    reused = count / (time.perf_counter() - started)
+    return fresh, reused
+
+
+async def accept_sends(api_port: int, key: str, count: int, concurrency: int) -> float:
+    """Queue ``count`` sends through the API (keep-alive connections); returns sends/s."""
+    from bench.__main__ import Connection
+
+    def request(i: int) -> bytes:
+        body = json.dumps(
+            {
+                "to": f"u{i}@example.com",
+                "template": "welcome",
+                "data": {"name": "Bench", "login_url": "https://example.com/login"},
+            }
+        ).encode()
+        head = (
+            f"POST {SEND_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{api_port}\r\n"
+            f"X-API-Key: {key}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        return head + body
+
+    prepared = iter([request(i) for i in range(count)])
+    connections = [await Connection.open(api_port) for _ in range(concurrency)]
+    statuses: dict[int, int] = {}
+
+    async def drive(conn: Connection) -> None:
+        for raw in prepared:
+            status = await conn.send(raw)
+            statuses[status] = statuses.get(status, 0) + 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(drive(c) for c in connections))
+    elapsed = time.perf_counter() - started
+    for conn in connections:
+        conn.close()
+    if set(statuses) != {202}:
+        raise SystemExit(f"sends were refused: {statuses}")
+    return count / elapsed
