@@ -9,10 +9,11 @@ sends queued through the API (EMAIL_PROVIDER=dev, pointed at the same server).
 from __future__ import annotations
 
 import asyncio
-import email.message
 import json
 import threading
 import time
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from typing import Any
 
 import aiosmtplib
@@ -46,13 +47,15 @@ class SmtpCounter:
         self._controller.stop()
 
 
-def _message(i: int) -> email.message.EmailMessage:
-    mime = email.message.EmailMessage()
+def _message(i: int) -> MIMEMultipart:
+    """Built the way Mimic builds its own (the cheaper classic MIME classes), so the ratio
+    measures Mimic's overhead, not a difference in message building."""
+    mime = MIMEMultipart("alternative")
     mime["From"] = "bench@mimic.local"
     mime["To"] = f"u{i}@example.com"
     mime["Subject"] = "Welcome"
-    mime.set_content("hello " * 40)
-    mime.add_alternative("<p>" + "hello " * 40 + "</p>", subtype="html")
+    mime.attach(MIMEText("hello " * 40, "plain", "utf-8"))
+    mime.attach(MIMEText("<p>" + "hello " * 40 + "</p>", "html", "utf-8"))
     return mime
 
 

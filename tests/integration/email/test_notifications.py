@@ -154,6 +154,28 @@ async def test_dev_send_reaches_the_smtp_server_and_is_tracked(
     assert detail["attempts"] == 1
 
 
+async def test_non_ascii_names_subjects_and_bodies_arrive_intact(
+    client: AsyncTestClient[Litestar], settings: Settings, db: asyncpg.Connection, smtp: SmtpSink
+) -> None:
+    body = {
+        **WELCOME,
+        "to": "Zoë Müller <zoe@example.com>",
+        "data": {"name": "Zoë 日本", "login_url": "https://app.example.com/login"},
+    }
+    assert (
+        await client.post("/api/v1/notifications/email", json=body, headers=AUTH)
+    ).status_code == 202
+    async with running_worker(settings):
+        await wait_for_value(db, "SELECT status FROM notifications", until=lambda v: v == "sent")
+    [message] = smtp.messages
+    assert message["Subject"] == "Welcome, Zoë 日本!"  # decoded from RFC 2047
+    assert message["To"].addresses[0].display_name == "Zoë Müller"
+    assert message["To"].addresses[0].addr_spec == "zoe@example.com"
+    parts = {p.get_content_type(): p.get_content() for p in message.iter_parts()}
+    assert "Zoë 日本" in parts["text/plain"]
+    assert "Zoë 日本" in parts["text/html"]
+
+
 @pytest.mark.parametrize(
     ("change", "code", "mentions"),
     [
