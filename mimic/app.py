@@ -22,6 +22,7 @@ from litestar.types import ControllerRouterHandler
 
 from mimic import __version__
 from mimic.billing import inkpass
+from mimic.billing.controller import BillingController
 from mimic.core.deps import Deps, open_deps
 from mimic.core.errors import ErrorBody, MimicError
 from mimic.core.health import HealthController
@@ -44,8 +45,9 @@ def routing_table() -> RoutingTable:
 
 def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     """The one exception-to-response function."""
+    headers: dict[str, str] = {}
     if isinstance(exc, MimicError):
-        status, code, detail = exc.status_code, exc.code, exc.message
+        status, code, detail, headers = exc.status_code, exc.code, exc.message, exc.headers
     elif isinstance(exc, RecursionError):
         # Only parsing a request body recurses without bound (msgspec, on JSON nested
         # thousands deep): the caller's input, so a 400, not our fault.
@@ -64,7 +66,7 @@ def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[
     else:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         status, code, detail = 500, "internal_error", "Internal error."
-    return Response(ErrorBody(error=code, detail=detail), status_code=status)
+    return Response(ErrorBody(error=code, detail=detail), status_code=status, headers=headers)
 
 
 def _provide_deps(state: State) -> Deps:
@@ -114,6 +116,13 @@ TAGS = [
             "provider's suppression; a send to one is refused with 422 recipient_suppressed."
         ),
     ),
+    Tag(
+        name="billing",
+        description=(
+            "Stripe Checkout and Customer Portal sessions: the start of the billing round "
+            "trip whose webhooks the gateway routes to inkpass."
+        ),
+    ),
     Tag(name="operations", description="Liveness, readiness and Prometheus metrics."),
 ]
 
@@ -153,6 +162,10 @@ def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litest
     templates = Templates()
     routing = routing_table()
 
+    key = settings.billing.stripe_secret_key
+    if not settings.is_dev and key is not None and key.get().startswith("sk_test_"):
+        logger.warning("STRIPE_SECRET_KEY is a test-mode key (sk_test_...) in production")
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_deps(settings) as deps:
@@ -166,6 +179,7 @@ def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litest
         ),
         WebhookController,
         GatewayAdminController,
+        BillingController,
         *EMAIL_CONTROLLERS,
     ]
     if settings.is_dev:

@@ -18,10 +18,18 @@ class MimicError(Exception):
     status_code = 500
     code = "internal_error"
 
-    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.message = message or (self.__doc__ or "").strip()
         if code is not None:
             self.code = code
+        #: Extra response headers (e.g. Retry-After on a 503).
+        self.headers = headers or {}
         super().__init__(self.message)
 
 
@@ -78,6 +86,13 @@ class Unprocessable(MimicError):
 
     status_code = 422
     code = "unprocessable"
+
+
+class BadGateway(MimicError):
+    """An upstream service failed."""
+
+    status_code = 502
+    code = "bad_gateway"
 
 
 class ServiceUnavailable(MimicError):

@@ -326,11 +326,36 @@ class InkpassSettings(msgspec.Struct, kw_only=True, frozen=True):
     }
 
 
-class BillingSettings(msgspec.Struct, kw_only=True, frozen=True):
-    #: Stripe API key, for the billing API routes.
-    stripe_secret_key: Secret | None = None
+def _products(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in raw.split(","):
+        name, sep, price = item.strip().partition("=")
+        if not sep or not name.strip() or not price.strip().startswith("price_"):
+            raise ValueError("not product_type=price_...")
+        pairs.append((name.strip(), price.strip()))
+    if len({name for name, _ in pairs}) != len(pairs):
+        raise ValueError("duplicate product types")
+    return tuple(pairs)
 
-    ENV: ClassVar = {"stripe_secret_key": ("STRIPE_SECRET_KEY", SECRET)}
+
+PRODUCTS = Parser("a comma list of product_type=price_...", _products)
+
+
+class BillingSettings(msgspec.Struct, kw_only=True, frozen=True):
+    #: Stripe API key, for the billing API routes (Checkout and Customer Portal sessions).
+    stripe_secret_key: Secret | None = None
+    #: product_type -> Stripe price id, e.g. tentackl_solo=price_123.
+    products: tuple[tuple[str, str], ...] = ()
+    #: Where the Stripe client sends its calls (tests point it at a local server).
+    stripe_api_url: str = "https://api.stripe.com"
+    stripe_timeout_seconds: float = 20.0
+
+    ENV: ClassVar = {
+        "stripe_secret_key": ("STRIPE_SECRET_KEY", SECRET),
+        "products": ("BILLING_PRODUCTS", PRODUCTS),
+        "stripe_api_url": ("STRIPE_API_URL", URL),
+        "stripe_timeout_seconds": ("STRIPE_TIMEOUT_SECONDS", POSITIVE),
+    }
 
 
 class EmailSettings(msgspec.Struct, kw_only=True, frozen=True):

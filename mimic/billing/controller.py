@@ -1,0 +1,123 @@
+"""Billing routes: Stripe Checkout and Customer Portal sessions, and the product list."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.params import Body, HeaderParameter
+
+from mimic.billing.checkout import (
+    CheckoutIn,
+    CheckoutOut,
+    PortalIn,
+    PortalOut,
+    Product,
+    create_checkout,
+    create_portal,
+    products,
+)
+from mimic.core.auth import require_admin_key, require_api_key, scope_of
+from mimic.core.deps import Deps
+from mimic.core.errors import ErrorBody
+from mimic.core.keys import check_tenant
+
+IdempotencyKey = Annotated[
+    str | None, HeaderParameter(name="Idempotency-Key", required=False, max_length=255)
+]
+ERRORS = {
+    400: ResponseSpec(ErrorBody, description="Malformed request"),
+    401: ResponseSpec(ErrorBody, description="Missing, unknown or revoked API key"),
+    403: ResponseSpec(ErrorBody, description="A key acting outside its scope"),
+    422: ResponseSpec(
+        ErrorBody,
+        description="Unknown product, bad URL or customer, or Stripe refused the request",
+    ),
+    502: ResponseSpec(ErrorBody, description="Stripe refused Mimic's key, or failed"),
+    503: ResponseSpec(
+        ErrorBody, description="STRIPE_SECRET_KEY unset, or Stripe busy or unreachable"
+    ),
+}
+CHECKOUT_EXAMPLE = Example(
+    summary="A subscription for one tenant",
+    value={
+        "product_type": "tentackl_solo",
+        "customer_email": "ann@example.com",
+        "success_url": "https://app.example.com/billing/done",
+        "cancel_url": "https://app.example.com/billing",
+        "tenant_id": "acme",
+    },
+)
+
+
+class BillingController(Controller):
+    path = "/api/v1/billing"
+    guards = [require_api_key]
+    tags = ["billing"]
+    security = [{"apiKey": []}, {"bearer": []}]
+
+    @post(
+        "/checkout-sessions",
+        status_code=201,
+        summary="Start a Stripe Checkout Session for a configured product",
+        description=(
+            "`product_type` maps to a Stripe price through BILLING_PRODUCTS. The session "
+            "carries `metadata.product_type` and `metadata.tenant_id` (also in "
+            "`subscription_data.metadata`), so the webhooks that follow reach inkpass with "
+            "them. `Idempotency-Key` (scoped to the tenant) is passed on to Stripe."
+        ),
+        responses=ERRORS,
+    )
+    async def checkout(
+        self,
+        data: Annotated[CheckoutIn, Body(examples=[CHECKOUT_EXAMPLE])],
+        deps: NamedDependency[Deps],
+        request: Request[Any, Any, Any],
+        idempotency_key: IdempotencyKey = None,
+    ) -> CheckoutOut:
+        tenant = scope_of(request).tenant(data.tenant_id)
+        if tenant is not None:
+            check_tenant(tenant)
+        return await create_checkout(deps.settings, data, tenant, idempotency_key)
+
+    @post(
+        "/portal-sessions",
+        status_code=201,
+        guards=[require_admin_key],
+        summary="A Stripe Customer Portal link for a customer (admin keys)",
+        description=(
+            "Admin keys only: Mimic cannot tell which tenant a Stripe customer belongs to."
+        ),
+        responses=ERRORS,
+    )
+    async def portal(
+        self,
+        data: Annotated[
+            PortalIn,
+            Body(
+                examples=[
+                    Example(
+                        value={
+                            "customer_id": "cus_123",
+                            "return_url": "https://app.example.com/billing",
+                        }
+                    )
+                ]
+            ),
+        ],
+        deps: NamedDependency[Deps],
+        request: Request[Any, Any, Any],
+        idempotency_key: IdempotencyKey = None,
+    ) -> PortalOut:
+        return await create_portal(deps.settings, data, None, idempotency_key)
+
+    @get(
+        "/products",
+        summary="The configured product types and their Stripe price ids",
+        responses={401: ERRORS[401]},
+    )
+    async def list_products(self, deps: NamedDependency[Deps]) -> list[Product]:
+        return products(deps.settings.billing)
