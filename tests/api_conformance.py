@@ -19,6 +19,7 @@ import time
 
 import httpx
 
+from tests.fakes import FakeHTTPServer, stripe_responder
 from tests.helpers import TEST_SECRETS
 from tests.procs import PrivatePostgres, free_port
 
@@ -48,7 +49,10 @@ def main() -> int:
     args = parser.parse_args()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory(prefix="mimic-conformance-") as data_dir:
+    with (
+        tempfile.TemporaryDirectory(prefix="mimic-conformance-") as data_dir,
+        FakeHTTPServer(stripe_responder) as stripe,
+    ):
         postgres = PrivatePostgres(pathlib.Path(data_dir) / "pg")
         env = {
             **os.environ,
@@ -58,6 +62,9 @@ def main() -> int:
             "DATABASE_URL": postgres.uri,
             "WORKER_HEALTH_PORT": "0",
             "MIMIC_LOG_LEVEL": "WARNING",
+            # Billing against a fake Stripe (a local HTTP server), as in the tests.
+            "BILLING_PRODUCTS": "tentackl_solo=price_solo_sub",
+            "STRIPE_API_URL": stripe.url,
         }
         api = subprocess.Popen([sys.executable, "-m", "mimic", "api"], env=env)
         try:

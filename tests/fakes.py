@@ -245,3 +245,39 @@ class SmtpSink:
 
     def __exit__(self, *exc: object) -> None:
         self._controller.stop()
+
+
+def form(request: Received) -> dict[str, str]:
+    return {k: v[0] for k, v in urllib.parse.parse_qs(request.body.decode()).items()}
+
+
+def stripe_responder(request: Received) -> Reply:
+    """Stripe's API as far as Mimic uses it (form-encoded in, JSON out)."""
+    path = request.path.split("?")[0]
+    if request.method == "GET" and path.startswith("/v1/prices/"):
+        price = path.rsplit("/", 1)[1]
+        kind = "recurring" if price.endswith("_sub") else "one_time"
+        return Reply(body={"id": price, "object": "price", "type": kind})
+    if request.method == "POST" and path == "/v1/checkout/sessions":
+        sent = form(request)
+        metadata = {k[9:-1]: v for k, v in sent.items() if k.startswith("metadata[")}
+        session_id = f"cs_test_{uuid.uuid4().hex[:16]}"
+        return Reply(
+            body={
+                "id": session_id,
+                "object": "checkout.session",
+                "url": f"https://checkout.stripe.com/c/pay/{session_id}",
+                "expires_at": 1_790_086_400,
+                "mode": sent.get("mode"),
+                "metadata": metadata,
+            }
+        )
+    if request.method == "POST" and path == "/v1/billing_portal/sessions":
+        return Reply(
+            body={
+                "id": "bps_123",
+                "object": "billing_portal.session",
+                "url": "https://billing.stripe.com/p/session/test_123",
+            }
+        )
+    return Reply(status=404, body={"error": {"type": "invalid_request_error", "message": "no"}})

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-import urllib.parse
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +18,7 @@ from mimic.app import create_app
 from mimic.core.deps import open_deps
 from mimic.core.keys import create_key
 from mimic.core.settings import Settings
-from tests.fakes import FakeHTTPServer, Received, Reply
+from tests.fakes import FakeHTTPServer, Received, Reply, form, stripe_responder
 from tests.helpers import (
     ADMIN,
     client_for,
@@ -39,42 +38,6 @@ BODY = {
     "cancel_url": "https://app.example.com/billing",
     "tenant_id": "acme",
 }
-
-
-def form(request: Received) -> dict[str, str]:
-    return {k: v[0] for k, v in urllib.parse.parse_qs(request.body.decode()).items()}
-
-
-def stripe_responder(request: Received) -> Reply:
-    """Stripe's API as far as Mimic uses it (form-encoded in, JSON out)."""
-    path = request.path.split("?")[0]
-    if request.method == "GET" and path.startswith("/v1/prices/"):
-        price = path.rsplit("/", 1)[1]
-        kind = "recurring" if price.endswith("_sub") else "one_time"
-        return Reply(body={"id": price, "object": "price", "type": kind})
-    if request.method == "POST" and path == "/v1/checkout/sessions":
-        sent = form(request)
-        metadata = {k[9:-1]: v for k, v in sent.items() if k.startswith("metadata[")}
-        session_id = f"cs_test_{uuid.uuid4().hex[:16]}"
-        return Reply(
-            body={
-                "id": session_id,
-                "object": "checkout.session",
-                "url": f"https://checkout.stripe.com/c/pay/{session_id}",
-                "expires_at": 1_790_086_400,
-                "mode": sent.get("mode"),
-                "metadata": metadata,
-            }
-        )
-    if request.method == "POST" and path == "/v1/billing_portal/sessions":
-        return Reply(
-            body={
-                "id": "bps_123",
-                "object": "billing_portal.session",
-                "url": "https://billing.stripe.com/p/session/test_123",
-            }
-        )
-    return Reply(status=404, body={"error": {"type": "invalid_request_error", "message": "no"}})
 
 
 @pytest.fixture
