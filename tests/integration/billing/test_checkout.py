@@ -340,3 +340,15 @@ async def test_checkout_to_webhook_to_inkpass_round_trip(
     assert body["product_type"] == "tentackl_solo"
     assert body["metadata"]["tenant_id"] == "acme"
     assert body["subscription_id"] == "sub_new"
+
+
+def test_a_test_mode_key_in_production_is_warned_about(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    common = {"STRIPE_SECRET_KEY": STRIPE_KEY, "EMAIL_PROVIDER": "resend"}
+    with caplog.at_level(logging.WARNING):
+        create_app(make_settings(database_url, **common))  # dev: test keys are normal
+        assert "test-mode key" not in caplog.text
+        create_app(make_settings(database_url, MIMIC_ENV="production", **common))
+    assert "STRIPE_SECRET_KEY is a test-mode key (sk_test_...) in production" in caplog.text
+    assert STRIPE_KEY not in caplog.text
