@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import pathlib
+import re
+import time
+import uuid
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
@@ -13,12 +16,20 @@ import msgspec
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.static_files import create_static_files_router
-from litestar.types import ControllerRouterHandler
+from litestar.types import (
+    ASGIApp,
+    ControllerRouterHandler,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 
 from mimic import __version__
 from mimic.billing import inkpass
@@ -26,6 +37,7 @@ from mimic.billing.controller import BillingController
 from mimic.core.deps import Deps, open_deps
 from mimic.core.errors import ErrorBody, MimicError
 from mimic.core.health import HealthController
+from mimic.core.logs import bound
 from mimic.core.migrate import Step, load_steps
 from mimic.core.settings import Settings
 from mimic.email import tracking
@@ -67,6 +79,53 @@ def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         status, code, detail = 500, "internal_error", "Internal error."
     return Response(ErrorBody(error=code, detail=detail), status_code=status, headers=headers)
+
+
+#: An X-Request-ID Mimic accepts from the caller (else it makes one).
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
+access_log = logging.getLogger("mimic.access")
+
+
+def request_ids(app: ASGIApp) -> ASGIApp:
+    """Every request gets an id: the caller's valid ``X-Request-ID``, else a new one. It is
+    returned in the response's ``X-Request-ID``, is on every log line of the request, and
+    ends the request's access-log line (probes of /healthz, /readyz, /metrics at DEBUG)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        with bound(request_id=request_id):
+            try:
+                await app(scope, receive, send_with_id)
+            finally:
+                found = scope.get("state", {}).get("scope")
+                key = f" key={found.key_id}" if found is not None else ""
+                access_log.log(
+                    logging.DEBUG if scope["path"] in _QUIET else logging.INFO,
+                    "%s %s -> %d in %.1f ms%s",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                    key,
+                )
+
+    return middleware
 
 
 def _provide_deps(state: State) -> Deps:
@@ -196,6 +255,7 @@ def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litest
         lifespan=[lifespan],
         state=State(),
         exception_handlers={Exception: error_response},
+        middleware=[request_ids],
         request_max_body_size=settings.webhooks.max_body_bytes,
         openapi_config=openapi_config(),
         logging_config=None,

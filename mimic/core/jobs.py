@@ -25,6 +25,7 @@ from procrastinate.retry import BaseRetryStrategy, RetryDecision
 from mimic.core.db import Connection, load_queries
 from mimic.core.deps import Deps
 from mimic.core.errors import DatabaseUnavailable, ExpectedJobError
+from mimic.core.logs import bound
 
 QUEUE_WEBHOOKS = "webhooks"
 QUEUE_EMAIL = "email"
@@ -127,8 +128,13 @@ def job_body(
     @functools.wraps(fn)
     async def run(context: procrastinate.JobContext, /, *args: P.args, **kwargs: P.kwargs) -> None:
         deps = deps_of(context)
+        # Every log line of the job names it, and what it is about (notification_id,
+        # delivery_id, ...: the task's *_id arguments).
+        ids = {k: str(v) for k, v in kwargs.items() if k.endswith("_id")}
+        job_id = str(context.job.id) if context.job else None
         try:
-            await fn(deps, *args, **kwargs)
+            with bound(job_id=job_id, **ids):
+                await fn(deps, *args, **kwargs)
         except asyncio.CancelledError:
             if context.abort_reason() == AbortReason.SHUTDOWN:
                 raise RetryableError("worker shut down mid-job", retry_after=0) from None

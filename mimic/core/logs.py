@@ -1,16 +1,68 @@
-"""Logging setup. A filter masks every configured secret in case one slips into a message."""
+"""Logging setup: text in dev, JSON lines in production, each line with the ids of what it is
+about (the request id, or a job's notification/delivery/event ids). A filter masks every
+configured secret in case one slips into a message, in either format."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import sys
+import types
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+
+from pythonjsonlogger.json import JsonFormatter
 
 from mimic.core.errors import ExpectedJobError
 from mimic.core.settings import Settings, every_secret
 
 MASK = "[redacted]"
+
+#: The ids of what the current request or job is about, added to each of its log lines.
+_context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "log_ids", default=types.MappingProxyType({})
+)
+
+
+@contextlib.contextmanager
+def bound(**ids: str | None) -> Iterator[None]:
+    """Add ids (request_id, notification_id, ...) to every log line inside the block."""
+    token = _context.set({**_context.get(), **{k: v for k, v in ids.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def bind(**ids: str | None) -> None:
+    """Add ids to the rest of the current task's log lines."""
+    _context.set({**_context.get(), **{k: v for k, v in ids.items() if v is not None}})
+
+
+def current_ids() -> dict[str, str]:
+    return dict(_context.get())
+
+
+_make_record = logging.getLogRecordFactory()
+
+
+def _record_with_ids(*args: object, **kwargs: object) -> logging.LogRecord:
+    """Every record carries the bound ids: as attributes (JSON, and any handler such as
+    pytest's) and as ``ids`` (the text format's tail)."""
+    record = _make_record(*args, **kwargs)
+    found = _context.get()
+    for name, value in found.items():
+        setattr(record, name, value)
+    record.ids = "".join(f" {k}={v}" for k, v in found.items())
+    return record
+
+
+if getattr(logging.getLogRecordFactory(), "__name__", "") != "_record_with_ids":
+    logging.setLogRecordFactory(_record_with_ids)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(ids)s"
 
 
 class RedactSecrets(logging.Filter):
@@ -62,9 +114,25 @@ def settings_secrets(settings: Settings) -> list[str]:
     return values
 
 
+def formatter(settings: Settings) -> logging.Formatter:
+    chosen = settings.server.log_format
+    if chosen == "json" or (chosen == "auto" and not settings.is_dev):
+        # One object per line: time, level, logger, message, and the bound ids.
+        return JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            reserved_attrs=[*_RESERVED, "ids"],
+        )
+    return logging.Formatter(TEXT_FORMAT)
+
+
+# LogRecord's own attributes: everything else on a record is a bound id (for JSON).
+_RESERVED = [*logging.LogRecord("", 0, "", 0, "", None, None).__dict__, "message", "asctime"]
+
+
 def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(formatter(settings))
     handler.addFilter(NoTracebackForExpectedJobErrors())
     handler.addFilter(RedactSecrets(settings_secrets(settings)))
     root = logging.getLogger()

@@ -19,6 +19,8 @@ from mimic.core.outbound import parse_entry
 
 Env = Literal["dev", "production"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+#: auto: JSON lines in production, readable text in dev.
+LogFormat = Literal["auto", "text", "json"]
 #: How an email leaves Mimic. The one definition of the provider vocabulary.
 EmailProvider = Literal["dev", "smtp", "resend", "postmark"]
 SmtpSecurity = Literal["none", "starttls", "tls"]
@@ -228,6 +230,7 @@ class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
     host: str = "127.0.0.1"
     port: int = 8006
     log_level: LogLevel = "INFO"
+    log_format: LogFormat = "auto"
     #: Where `make run` keeps the embedded Postgres (and other local state).
     data_dir: str = ".mimic"
     #: Admin keys accepted from internal callers (tenant keys live in the database).
@@ -237,6 +240,7 @@ class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
         "host": ("MIMIC_HOST", TEXT),
         "port": ("MIMIC_PORT", PORT),
         "log_level": ("MIMIC_LOG_LEVEL", choice(LogLevel)),
+        "log_format": ("MIMIC_LOG_FORMAT", choice(LogFormat)),
         "data_dir": ("MIMIC_DATA_DIR", TEXT),
         "api_keys": ("MIMIC_API_KEYS", SECRET_LIST),
     }
