@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Sequence
@@ -78,6 +79,9 @@ def cmd_api(_: argparse.Namespace) -> int:
     from mimic.app import create_app
 
     settings = _prepare()
+    if not _port_free(settings.server.port, settings.server.host):
+        print(_busy(settings), file=sys.stderr)
+        return 2
     uvicorn.run(
         create_app(settings),
         host=settings.server.host,
@@ -225,6 +229,9 @@ def cmd_run(_: argparse.Namespace) -> int:
     """Dev: one embedded Postgres, the API and a worker as two child processes."""
     settings = _prepare()
     assert settings.database.url is not None
+    if not _port_free(settings.server.port, settings.server.host):
+        print(_busy(settings), file=sys.stderr)
+        return 2
     env = {"DATABASE_URL": settings.database.url.get()}
     children = [Child(["api"], env), Child(["worker"], env)]
     standin = ""
@@ -235,21 +242,43 @@ def cmd_run(_: argparse.Namespace) -> int:
             standin = f", an inkpass stand-in on :{port}"
         else:
             standin = f" (port {port} is taken: using whatever inkpass answers there)"
-    print(
-        f"mimic: API on http://{settings.server.host}:{settings.server.port} (docs at /docs), "
-        f"worker running{standin}; Ctrl-C stops all",
-        flush=True,
-    )
+    url = f"http://{settings.server.host}:{settings.server.port}"
+    banner = f"mimic: API on {url} (docs at /docs), worker running{standin}; Ctrl-C stops all"
+    threading.Thread(
+        target=_announce_when_ready, args=(f"{url}/readyz", banner), daemon=True
+    ).start()
     # If any child exits, stop the others; the embedded Postgres stops with us.
     return supervise(children, restart=False)
 
 
-def _port_free(port: int) -> bool:
+def _announce_when_ready(readyz: str, banner: str, within: float = 120.0) -> None:
+    """Print the banner once the API answers /readyz (not before: it would be a promise)."""
+    import httpx
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(readyz, timeout=2).status_code == 200:
+                print(banner, flush=True)
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+
+
+def _busy(settings: Settings) -> str:
+    return (
+        f"mimic: port {settings.server.port} on {settings.server.host} is in use (another "
+        "`make run`?); stop it, or set MIMIC_PORT to a free port"
+    )
+
+
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         # As uvicorn binds: a port left in TIME_WAIT by a previous run is free to reuse.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True

@@ -38,6 +38,22 @@ def test_mimic_run_serves_api_and_worker_on_the_embedded_database(
     proc = start_mimic("run", env, log=log)
     try:
         wait_http_ok(f"{base}/readyz", proc)
+        # The banner comes once the API answers, not before.
+        for _ in range(50):
+            if "mimic: API on" in log.read_text():
+                break
+            time.sleep(0.1)
+        assert f"mimic: API on {base} (docs at /docs)" in log.read_text()
+        assert (tmp_path / "dev-encryption-key").exists()  # dev BYOK works as pasted
+        # A second `make run` on the same port says what to change, and stops.
+        second = start_mimic("run", env)
+        assert second.wait(timeout=60) == 2
+        assert second.stdout is not None
+        said = second.stdout.read().decode()
+        second.stdout.close()
+        assert f"port {port} on 127.0.0.1 is in use" in said
+        assert "set MIMIC_PORT" in said
+        assert "Errno" not in said
         assert httpx.get(f"{base}/docs").status_code == 200
         with psycopg.connect(embedded_uri(tmp_path), autocommit=True) as conn:
             workers = conn.execute("SELECT count(*) FROM procrastinate_workers").fetchone()
