@@ -8,7 +8,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mimic.core import metrics as _metrics  # noqa: F401  (registers the counters)
+from mimic.core import metrics
 from mimic.core.deps import Deps
 from mimic.core.errors import MimicError
 from mimic.core.migrate import Step, schema_status
@@ -47,8 +47,27 @@ class HealthController(Controller):
         return Response(Health(status="ok"), status_code=200)
 
     @get("/metrics", summary="Prometheus metrics", media_type=CONTENT_TYPE_LATEST)
-    async def metrics(self) -> bytes:
+    async def metrics(self, deps: NamedDependency[Deps]) -> bytes:
+        await read_queue_gauges(deps)
         return generate_latest()
+
+
+async def read_queue_gauges(deps: Deps) -> None:
+    """The queue gauges, read from procrastinate's table at each scrape. A database that does
+    not answer leaves them out (the rest of /metrics is still served)."""
+    try:
+        counts = await deps.db.fetch(metrics.QUEUE_COUNTS_SQL)
+        oldest = await deps.db.fetch(metrics.QUEUE_OLDEST_SQL)
+    except MimicError:
+        metrics.queue_jobs.clear()
+        metrics.queue_oldest_todo.clear()
+        return
+    metrics.queue_jobs.clear()
+    for row in counts:
+        metrics.queue_jobs.labels(row["queue_name"], row["status"]).set(row["jobs"])
+    metrics.queue_oldest_todo.clear()
+    for row in oldest:
+        metrics.queue_oldest_todo.labels(row["queue_name"]).set(row["age"] or 0.0)
 
 
 class WorkerState:

@@ -110,3 +110,25 @@ async def test_every_log_line_of_a_job_names_its_job_and_notification(
     assert len(sent) == 1
     assert sent[0].notification_id == nid  # type: ignore[attr-defined]
     assert int(sent[0].job_id) > 0  # type: ignore[attr-defined]
+
+
+async def test_metrics_show_the_queues_from_procrastinates_table(
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection
+) -> None:
+    body = {"to": "a@example.com", "template": "welcome", "data": {"name": "A", "login_url": "u"}}
+    for _ in range(3):
+        await client.post("/api/v1/notifications/email", json=body, headers=ADMIN)
+    await db.execute(
+        "UPDATE procrastinate_jobs SET scheduled_at = now() - interval '90 seconds'"
+        " WHERE id = (SELECT min(id) FROM procrastinate_jobs)"
+    )
+    text = (await client.get("/metrics")).text
+    assert 'mimic_queue_jobs{queue="email",status="todo"} 3.0' in text
+    age = re.search(r'mimic_queue_oldest_todo_seconds\{queue="email"\} ([0-9.e+]+)', text)
+    assert age is not None
+    assert 89 <= float(age.group(1)) < 200
+    await db.execute("UPDATE procrastinate_jobs SET status = 'doing'")
+    text = (await client.get("/metrics")).text
+    assert 'mimic_queue_jobs{queue="email",status="doing"} 3.0' in text
+    assert 'status="todo"' not in text  # gone, not left at its old value
+    assert "mimic_queue_oldest_todo_seconds{" not in text
