@@ -87,8 +87,10 @@ def cmd_api(_: argparse.Namespace) -> int:
         host=settings.server.host,
         port=settings.server.port,
         log_config=None,
-        access_log=False,
+        access_log=False,  # Mimic's own access log carries the request id (mimic.access)
         timeout_graceful_shutdown=10,
+        loop="uvloop",
+        http="httptools",
     )
     return 0
 
