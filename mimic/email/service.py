@@ -447,6 +447,11 @@ async def send_notification(deps: Deps, notification_id: str) -> None:
         # asked (it might have sent).
         if isinstance(exc, Unknown):
             reason, retry_after, start, pinned = exc.reason, exc.retry_after, exc.provider, True
+        elif isinstance(exc, RetryableSendError) and claimed.provider_pinned:
+            # Pinned by an earlier unknown outcome: that attempt may still have been sent,
+            # whatever this one says. It stays with that provider until sent or failed.
+            reason, retry_after = exc.reason, exc.retry_after
+            start, pinned = claimed.provider, True
         elif isinstance(exc, RetryableSendError):
             reason, retry_after = exc.reason, exc.retry_after
             start, pinned = claimed.providers[0], False

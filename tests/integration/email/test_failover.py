@@ -109,6 +109,29 @@ async def test_an_unknown_outcome_is_retried_with_the_same_provider_never_anothe
     assert "provider_failed" not in [s for s, _ in await timeline(db, nid)]
 
 
+async def test_once_pinned_a_later_certain_failure_does_not_unpin(
+    database_url: str, db: asyncpg.Connection, postmark: FakeHTTPServer
+) -> None:
+    """Resend may have taken the first attempt (timeout); its 503 on the retry does not change
+    that, so the next retry asks Resend again, not Postmark."""
+    with FakeHTTPServer(resend_responder()) as resend:
+        busy = Reply(status=503, body={"name": "internal_server_error", "message": "busy"})
+        resend.script(Reply(respond=True, delay=1.0), busy, busy)
+        settings = failover_settings(database_url, resend.url, postmark.url)
+        async with client_for(create_app(settings)) as client, running_worker(settings):
+            nid = await send(client)
+            await wait_for_value(
+                db,
+                "SELECT status FROM notifications WHERE id = $1",
+                nid,
+                until=lambda v: v == "sent",
+            )
+    assert postmark.requests == []
+    row = await db.fetchrow("SELECT provider, attempts, provider_pinned FROM notifications")
+    assert row is not None
+    assert (row["provider"], row["attempts"], row["provider_pinned"]) == ("resend", 4, False)
+
+
 async def test_the_circuit_opens_after_repeated_certain_failures_and_is_shared(
     database_url: str, db: asyncpg.Connection, postmark: FakeHTTPServer
 ) -> None:
