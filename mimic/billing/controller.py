@@ -22,7 +22,7 @@ from mimic.billing.checkout import (
 )
 from mimic.core.auth import require_admin_key, require_api_key, scope_of
 from mimic.core.deps import Deps
-from mimic.core.errors import ErrorBody
+from mimic.core.errors import ErrorBody, Forbidden
 from mimic.core.keys import check_tenant
 
 IdempotencyKey = Annotated[
@@ -78,9 +78,17 @@ class BillingController(Controller):
         request: Request[Any, Any, Any],
         idempotency_key: IdempotencyKey = None,
     ) -> CheckoutOut:
-        tenant = scope_of(request).tenant(data.tenant_id)
+        scope = scope_of(request)
+        tenant = scope.tenant(data.tenant_id)
         if tenant is not None:
             check_tenant(tenant)
+        if not scope.is_admin and data.customer_id is not None:
+            # Mimic cannot tell whose customer a cus_ id is: a tenant key names its customer
+            # by email, and Stripe creates or finds it.
+            raise Forbidden(
+                "a tenant key cannot name a Stripe customer_id; use customer_email",
+                code="customer_id_admin_only",
+            )
         return await create_checkout(deps.settings, data, tenant, idempotency_key)
 
     @post(

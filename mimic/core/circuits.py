@@ -14,6 +14,7 @@ import time
 import msgspec
 
 from mimic.core.db import Database
+from mimic.core.errors import MimicError
 
 
 class Policy(msgspec.Struct, frozen=True):
@@ -91,6 +92,10 @@ class Circuits:
         return until
 
     async def succeeded(self, key: str) -> None:
+        """Best effort: called after a send went out, so it must not fail that send."""
         if key in self._failing:
-            await self._db.execute(_RESET, key)
+            try:
+                await self._db.execute(_RESET, key)
+            except MimicError:
+                return  # the next success resets it
             self._failing.discard(key)

@@ -73,11 +73,19 @@ class Allowlist:
         return any(address in net and port_ok(p) for net, p in self._networks)
 
 
+#: 192.0.0.0/24: IETF protocol assignments (Python 3.11 counts parts of it as global).
+_IETF_PROTOCOL_ASSIGNMENTS = ipaddress.ip_network("192.0.0.0/24")
+
+
 def is_public(address: Address) -> bool:
     if isinstance(address, ipaddress.IPv6Address):
         embedded = address.ipv4_mapped or address.sixtofour or (address.teredo or (None, None))[1]
         if embedded is not None and not is_public(embedded):
             return False
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return False
+    if address in _IETF_PROTOCOL_ASSIGNMENTS:
+        return False
     special = (
         address.is_loopback
         or address.is_private

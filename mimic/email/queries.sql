@@ -76,8 +76,11 @@ SELECT n.id, n.tenant_id, n.template, n."to", n.subject, n.provider, n.provider_
 -- Start a send attempt: what to send, and the attempt's number, with its timeline line
 -- (one statement, one round trip).
 WITH claimed AS (
+    -- Reclaiming a row still 'sending' (its worker died or was stopped mid-call): that call
+    -- may have been sent, so only its provider may be asked again (SET sees the old status).
     UPDATE notifications
-       SET status = 'sending', attempts = attempts + 1, updated_at = now()
+       SET status = 'sending', attempts = attempts + 1, updated_at = now(),
+           provider_pinned = provider_pinned OR status = 'sending'
      WHERE id = $1 AND status IN ('queued', 'sending', 'failed')
     RETURNING id, tenant_id, "to", cc, bcc, reply_to, "from", subject, html, text,
               tags::text AS tags, provider, attempts,
@@ -104,7 +107,8 @@ SELECT id, 'sent', $4 FROM sent
 -- name: mark_unsent
 -- The attempt failed: back to queued (to retry) or failed for good.
 UPDATE notifications
-   SET status = $2, error = $3, provider = coalesce($4, provider), provider_pinned = $5,
+   SET status = $2, error = $3, provider = coalesce($4, provider),
+       provider_pinned = CASE WHEN $2 = 'failed' THEN provider_pinned ELSE $5 END,
        updated_at = now()
  WHERE id = $1 AND status = 'sending'
 

@@ -7,6 +7,7 @@ Events arrive through the gateway (stored, deduplicated by ``events``) and are a
 from __future__ import annotations
 
 import datetime
+import logging
 from typing import Any
 
 import msgspec
@@ -17,6 +18,8 @@ from mimic.email import repository, status, suppression
 from mimic.email.suppression import SuppressionReason
 from mimic.events.routing import Rule
 from mimic.events.schemas import DeliveryContext, Outcome, Route
+
+logger = logging.getLogger(__name__)
 
 EVENT_TASK = "mimic.tasks.handle_email_delivery_event"
 TARGET = "mimic"
@@ -162,11 +165,21 @@ async def apply_email_event(context: DeliveryContext, deps: Deps) -> Outcome:
         provider_event_id=context.event_id,
         occurred_at=event.occurred_at,
     )
-    if event.suppress is not None:
+    addresses = event.addresses or found.to
+    if event.suppress is not None and len(addresses) > 1:
+        # Resend names the message's recipients, not which of them bounced or complained:
+        # suppressing all of them would stop mail to addresses that work.
+        logger.info(
+            "%s for notification %s with %d recipients: not suppressing (which one is unknown)",
+            event.suppress,
+            found.id,
+            len(addresses),
+        )
+    elif event.suppress is not None:
         await suppression.add(
             deps.db,
             found.tenant_id,
-            event.addresses or found.to,
+            addresses,
             reason=event.suppress,
             provider=context.provider,
             notification_id=found.id,

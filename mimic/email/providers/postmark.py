@@ -71,11 +71,11 @@ async def send_postmark(
     if "ErrorCode" in body:
         reason += f" (ErrorCode {body['ErrorCode']})"
     if response.status_code == 429 or response.status_code >= 500:
-        # No MessageID: Postmark did not take it.
+        # 429 and 503 say "not taken"; a 500, 502 or 504 may come after Postmark took it.
         raise RetryableSendError(
             reason,
             retry_after=http.retry_after(response),
-            certain=True,
+            certain=response.status_code in (429, 503),
             rate_limited=response.status_code == 429,
         )
     # ErrorCode 406: "You tried to send to recipient(s) that have been marked as inactive."

@@ -68,11 +68,11 @@ async def send_resend(
         name = str(response.json().get("name", ""))
     code = response.status_code
     if code == 429 or code >= 500:
-        # No email id: Resend did not take it.
+        # 429 and 503 say "not taken"; a 500, 502 or 504 may come after Resend took it.
         raise RetryableSendError(
             reason,
             retry_after=http.retry_after(response),
-            certain=True,
+            certain=code in (429, 503),
             rate_limited=code == 429,
         )
     if code == 409 and name == "concurrent_idempotent_requests":

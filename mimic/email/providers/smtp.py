@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import socket
@@ -103,6 +104,7 @@ async def send_smtp(
         where = {"hostname": config.host, "sock": sock}
     pool = None if guard is not None else _pool()
     client: aiosmtplib.SMTP | None = None
+    sent_on: aiosmtplib.SMTP | None = None  # a tenant's connection, to QUIT after the send
     try:
         if pool is not None:
             client = await pool.acquire(config, timeout)
@@ -115,7 +117,7 @@ async def send_smtp(
         if pool is not None:
             pool.release(config, client)
         else:
-            await client.quit()
+            sent_on = client
         client = None
     except aiosmtplib.SMTPRecipientsRefused as exc:
         _log_reply(guard, "; ".join(f"{r.code} {r.message}" for r in exc.recipients))
@@ -143,8 +145,13 @@ async def send_smtp(
     finally:
         if client is not None:  # failed: never reuse a connection in an unknown state
             client.close()
-        if sock is not None:
-            sock.close()
+    if sent_on is not None:
+        # A tenant's server: the message is sent; a failing QUIT changes nothing.
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+            await sent_on.quit()
+        sent_on.close()
+    if sock is not None:
+        sock.close()
     note = None
     if refused:
         # Some recipients were refused; the others got the message.

@@ -285,6 +285,13 @@ async def test_products_portal_and_tenant_keys(
     assert (await client.post(PORTAL, json=portal, headers=acme)).status_code == 403
     other = await client.post(CHECKOUT, json={**BODY, "tenant_id": "globex"}, headers=acme)
     assert other.status_code == 403
+    named = await client.post(
+        CHECKOUT,
+        json={**BODY, "tenant_id": None, "customer_id": "cus_9", "customer_email": None},
+        headers=acme,
+    )
+    assert named.status_code == 403
+    assert named.json()["error"] == "customer_id_admin_only"
     own = await client.post(
         CHECKOUT, json={k: v for k, v in BODY.items() if k != "tenant_id"}, headers=acme
     )

@@ -232,3 +232,25 @@ async def test_the_send_rate_is_kept_across_workers_with_no_429(
     spread = accepted[-1] - accepted[0]
     assert spread >= (total - 1) / rate * 0.9, spread
     assert elapsed < (total - 1) / rate + 10, elapsed  # and not much slower
+
+
+async def test_a_send_reclaimed_mid_call_is_pinned_and_a_final_failure_keeps_the_pin(
+    database_url: str, db: asyncpg.Connection, postmark: FakeHTTPServer
+) -> None:
+    """A worker that died mid-call leaves the row `sending`: the call may have been sent, so
+    the next claim may ask that provider alone."""
+    from mimic.core.deps import open_deps
+    from mimic.email import status
+
+    settings = failover_settings(database_url, f"http://127.0.0.1:{free_port()}", postmark.url)
+    async with client_for(create_app(settings)) as client:
+        nid = await send(client)
+    async with open_deps(settings) as deps:
+        first = await status.claim(deps.db, nid)  # attempt 1 starts... and its worker dies
+        again = await status.claim(deps.db, nid)
+        assert first is not None
+        assert again is not None
+        assert (first.provider_pinned, again.provider_pinned) == (False, True)
+        assert again.provider == "resend"
+        await status.mark_unsent(deps.db, nid, retrying=False, reason="gave up")
+    assert await db.fetchval("SELECT provider_pinned FROM notifications") is True

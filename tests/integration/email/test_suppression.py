@@ -110,6 +110,25 @@ async def test_a_hard_bounce_through_a_signed_webhook_refuses_the_next_send(
     assert 'mimic_sends_refused_total{reason="suppressed"}' in metrics
 
 
+async def test_a_bounce_of_a_message_to_several_recipients_suppresses_none(
+    client: AsyncTestClient[Litestar], settings: Settings, db: asyncpg.Connection
+) -> None:
+    async with running_worker(settings):
+        email_id = await send_and_wait_sent(
+            client, db, welcome(["one@example.com", "two@example.com"])
+        )
+        bounce = resend_event(
+            "email.bounced",
+            email_id,
+            bounce={"type": "Permanent"},
+            to=["one@example.com", "two@example.com"],
+        )
+        await client.post(RESEND_HOOK, content=bounce, headers=signed(bounce))
+        await wait_for_value(db, "SELECT status FROM notifications", until=lambda v: v == "bounced")
+    # Resend does not say which of them bounced: suppressing both would stop working mail.
+    assert await db.fetchval("SELECT count(*) FROM suppressions") == 0
+
+
 async def test_a_soft_bounce_does_not_suppress(
     client: AsyncTestClient[Litestar], settings: Settings, db: asyncpg.Connection
 ) -> None:

@@ -31,6 +31,8 @@ from mimic.core.outbound import Allowlist, is_public
         "::ffff:10.0.0.1",
         "2002:7f00:1::",  # 6to4 wrapping 127.0.0.1
         "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "fec0::1",  # site-local
+        "192.0.0.8",  # IETF protocol assignments
     ],
 )
 def test_special_addresses_are_not_public(address: str) -> None:
