@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 
@@ -28,6 +29,15 @@ from tests.helpers import (
     make_settings,
     with_database,
 )
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """For tests that call configure_logging: the root logger is put back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
 
 
 @pytest.fixture

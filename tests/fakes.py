@@ -193,10 +193,18 @@ class SmtpSink:
 
         self.messages: list[email.message.EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
+        self.connections = 0
         self.refuse = refuse or set()
         sink = self
 
         class Handler:
+            async def handle_EHLO(
+                self, server: Any, session: Any, envelope: Any, hostname: str, responses: Any
+            ) -> Any:
+                sink.connections += 1  # one greeting per connection
+                session.host_name = hostname
+                return responses
+
             async def handle_RCPT(
                 self, server: Any, session: Any, envelope: Any, address: str, options: Any
             ) -> str:

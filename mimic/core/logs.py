@@ -35,15 +35,6 @@ def bound(**ids: str | None) -> Iterator[None]:
         _context.reset(token)
 
 
-def bind(**ids: str | None) -> None:
-    """Add ids to the rest of the current task's log lines."""
-    _context.set({**_context.get(), **{k: v for k, v in ids.items() if v is not None}})
-
-
-def current_ids() -> dict[str, str]:
-    return dict(_context.get())
-
-
 _make_record = logging.getLogRecordFactory()
 
 

@@ -11,6 +11,7 @@ second DNS answer cannot swap in another one. The same rule serves any URL a ten
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Iterable
@@ -75,6 +76,12 @@ class Allowlist:
 
 #: 192.0.0.0/24: IETF protocol assignments (Python 3.11 counts parts of it as global).
 _IETF_PROTOCOL_ASSIGNMENTS = ipaddress.ip_network("192.0.0.0/24")
+
+
+@functools.lru_cache(maxsize=8)
+def allowlist(entries: tuple[str, ...]) -> Allowlist:
+    """The Allowlist for a setting's entries, parsed once (not on every send)."""
+    return Allowlist(entries)
 
 
 def is_public(address: Address) -> bool:

@@ -12,7 +12,7 @@ from mimic.core.deps import Deps
 from mimic.core.errors import Conflict, ExpectedJobError, MimicError, Unprocessable
 from mimic.core.jobs import Backoff, RetryableError
 from mimic.core.keys import check_tenant
-from mimic.core.outbound import Allowlist
+from mimic.core.outbound import allowlist
 from mimic.core.settings import EmailProvider, Secret, Settings
 from mimic.email import repository, status, suppression
 from mimic.email.addresses import validate_address, validate_addresses
@@ -346,7 +346,7 @@ async def send_via(
     if provider == "smtp":
         if credential and credential.smtp:
             # A tenant's own server: the SSRF rule applies (core.outbound).
-            guard = Allowlist(settings.smtp_allowed_hosts)
+            guard = allowlist(settings.smtp_allowed_hosts)
             return await send_smtp(credential.smtp, message, timeout=timeout, guard=guard)
         if settings.smtp_host is not None:
             config = SmtpConfig(

@@ -72,14 +72,6 @@ class NewNotification(msgspec.Struct, kw_only=True, frozen=True):
     providers: list[EmailProvider] = msgspec.field(default_factory=list)
 
 
-async def create(db: Database, new: NewNotification) -> uuid.UUID | None:
-    """Store a queued notification and defer its send in one transaction.
-
-    None when the tenant's Idempotency-Key was taken meanwhile (a concurrent request).
-    """
-    return (await create_many(db, [new]))[0]
-
-
 async def create_many(db: Database, batch: list[NewNotification]) -> list[uuid.UUID | None]:
     """Store every notification and defer every send in one transaction (all or nothing).
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
 
 import asyncpg
 import msgspec
@@ -42,14 +41,6 @@ async def test_a_request_id_is_kept_or_made_returned_and_logged(
     rejected = [r for r in caplog.records if r.name == "mimic.webhooks.controller"]
     assert rejected
     assert all(r.request_id == made for r in rejected)  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def root_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:], root.level = handlers, level
 
 
 @pytest.mark.usefixtures("root_logging")

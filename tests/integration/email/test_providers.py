@@ -294,6 +294,21 @@ async def test_smtp_provider_and_refused_recipient(
     assert "550" in bad["error"]
 
 
+async def test_smtp_connections_to_the_platform_server_are_reused(
+    client: AsyncTestClient[Litestar], settings: Settings, db: asyncpg.Connection, smtp: SmtpSink
+) -> None:
+    async with running_worker(settings):
+        for _ in range(3):
+            assert (await settled(db, await queue(client, provider="smtp")))["status"] == "sent"
+        # A refused recipient is an error on that connection: it is closed, never reused.
+        assert (await settled(db, await queue(client, provider="smtp", to="gone@example.com")))[
+            "status"
+        ] == "failed"
+        assert (await settled(db, await queue(client, provider="smtp")))["status"] == "sent"
+    assert len(smtp.messages) == 4
+    assert smtp.connections == 2  # one for the first three sends, a new one after the error
+
+
 async def test_smtp_server_down_is_retried_then_failed(
     database_url: str, db: asyncpg.Connection
 ) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import pathlib
 import stat
-from collections.abc import Iterator
 
 import msgspec
 import pytest
@@ -37,14 +36,6 @@ def test_configured_keys_and_production_get_no_local_key(tmp_path: pathlib.Path)
     )
     assert dev_encryption_key(production) == production
     assert not (tmp_path / DEV_KEY_FILE).exists()
-
-
-@pytest.fixture
-def root_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:], root.level = handlers, level
 
 
 @pytest.mark.usefixtures("root_logging")
