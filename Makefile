@@ -47,8 +47,8 @@ format: install ## apply ruff fixes and formatting
 bench: install ## throughput and latency figures, printed (embedded Postgres)
 	$(RUN) python -m bench
 
-jobs: install ## procrastinate CLI on Mimic's app, e.g. make jobs ARGS="list_jobs status=failed"
-	PROCRASTINATE_APP=mimic.worker.app $(RUN) procrastinate shell $(or $(ARGS),list_jobs status=failed)
+jobs: install ## procrastinate's shell on Mimic's app, e.g. make jobs ARGS="retry 42" (id from list_jobs)
+	$(RUN) mimic jobs $(or $(ARGS),list_jobs status=failed)
 
 keys: install ## tenant API keys, e.g. make keys ARGS="create --tenant acme" (list, revoke ID)
 	$(RUN) mimic keys $(ARGS)

@@ -35,6 +35,7 @@ import uvicorn
 from stripe import WebhookSignature
 
 from bench.email import SmtpCounter, accept_sends, reference
+from bench.ingest import peak_rss_mb, pgbench_tps
 from mimic.core.embedded import start_embedded
 from mimic.core.migrate import load_steps, migrate
 from mimic.core.pagination import encode_cursor
@@ -121,7 +122,8 @@ def report(name: str, latencies: list[float]) -> str:
     )
 
 
-async def throughput(port: int, requests: int, concurrency: int) -> None:
+async def throughput(port: int, requests: int, concurrency: int) -> tuple[float, float]:
+    """Signed webhooks through keep-alive connections: (webhooks/s, p99 latency in ms)."""
     prepared = [signed_request(port)[0] for _ in range(requests)]
     connections = [await Connection.open(port) for _ in range(concurrency)]
     # Warm-up: connections, pool, caches.
@@ -143,11 +145,14 @@ async def throughput(port: int, requests: int, concurrency: int) -> None:
     elapsed = time.perf_counter() - started
     for conn in connections:
         conn.close()
+    if set(statuses) != {200}:
+        raise SystemExit(f"webhooks were refused: {statuses}")
     print(
-        f"ingress: {requests} signed Stripe webhooks at concurrency {concurrency} in "
-        f"{elapsed:.2f} s = {requests / elapsed:.0f} webhooks/s; statuses {statuses}"
+        f"  mimic api: {requests} signed Stripe webhooks at concurrency {concurrency} in "
+        f"{elapsed:.2f} s = {requests / elapsed:.0f} webhooks/s"
     )
-    print("  " + report("ingress latency", latencies))
+    print("    " + report("latency", latencies))
+    return requests / elapsed, percentile([v * 1000 for v in latencies], 99)
 
 
 def inkpass_app(arrivals: dict[str, float]) -> Callable[..., Awaitable[None]]:
@@ -222,10 +227,12 @@ async def pending_jobs(dsn: str, queue: str | None = None) -> int:
 
 
 class Drain:
-    """How fast a backlog in one queue empties: jobs/s and transactions per job."""
+    """How fast a backlog in one queue empties: jobs/s, transactions per job, and the
+    consumer's peak resident memory."""
 
-    def __init__(self, rate: float, jobs: int, xacts_per_job: float) -> None:
+    def __init__(self, rate: float, jobs: int, xacts_per_job: float, rss_mb: float) -> None:
         self.rate, self.jobs, self.xacts_per_job = rate, jobs, xacts_per_job
+        self.rss_mb = rss_mb
 
 
 async def measure_drain(
@@ -254,13 +261,14 @@ async def measure_drain(
             left = int(await conn.fetchval(count_sql, queue))
             polls += 1
         elapsed = time.perf_counter() - started
+        rss_mb = peak_rss_mb(handle.pid)
         # The consumer's backends report their statistics when they exit: stop it first.
         handle.terminate()
         await asyncio.to_thread(handle.wait, 30)
         await asyncio.sleep(0.5)
         await conn.execute("SELECT pg_stat_force_next_flush()")
         xacts = int(await conn.fetchval(xact_sql)) - xacts_before - polls - 2
-        return Drain(first_left / elapsed, first_left, xacts / first_left), handle
+        return Drain(first_left / elapsed, first_left, xacts / first_left, rss_mb), handle
     finally:
         await conn.close()
 
@@ -393,7 +401,10 @@ async def main(args: argparse.Namespace) -> None:
         concurrency = 10  # WORKER_CONCURRENCY's default, for Mimic and the reference alike
         if "email" in args.phases:
             await email_phase(dsn, env, api_port, smtp, args.emails, concurrency)
+        if "ingest" in args.phases and "webhooks" not in args.phases:
+            await ingest_phase(dsn, api_port, args)
         if "webhooks" not in args.phases:
+            print(f"peak RSS: mimic api {peak_rss_mb(api.pid):.0f} MB (target <= 150)")
             return
         print(f"phase 0: the reference, procrastinate alone, concurrency {concurrency}")
         references: dict[str, Drain] = {}
@@ -411,8 +422,7 @@ async def main(args: argparse.Namespace) -> None:
                 f"{drain.rate:.0f} jobs/s; {drain.xacts_per_job:.1f} transactions/job"
             )
         reference = references["stock"]
-        print("phase 1: ingress only (API + Postgres; no worker running)")
-        await throughput(api_port, args.requests, args.concurrency)
+        await ingest_phase(dsn, api_port, args)
 
         print(f"phase 2: routing that backlog, concurrency {concurrency} per worker process")
         one, worker = await measure_drain(
@@ -434,6 +444,10 @@ async def main(args: argparse.Namespace) -> None:
         print(
             f"  mimic worker --processes 2: {two.jobs} deliveries at {two.rate:.0f} deliveries/s "
             f"= {two.rate / one.rate:.2f} x one process"
+        )
+        print(
+            f"peak RSS: mimic api {peak_rss_mb(api.pid):.0f} MB, mimic worker "
+            f"{one.rss_mb:.0f} MB (target <= 150 each)"
         )
 
         # measure_drain stopped the workers (to count their transactions): one for latency.
@@ -462,6 +476,25 @@ async def main(args: argparse.Namespace) -> None:
         smtp.__exit__()
 
 
+async def ingest_phase(dsn: str, api_port: int, args: argparse.Namespace) -> None:
+    """Mimic's ingest against pgbench running one webhook's transaction, at 16 and at 1."""
+    seconds = args.pgbench_seconds
+    print(
+        "phase 1: ingest (API + Postgres; no worker running) against pgbench running the same "
+        f"five-statement transaction (prepared, {seconds} s per run)"
+    )
+    lone_requests = max(200, args.requests // 5)
+    for clients, requests in ((args.concurrency, args.requests), (1, lone_requests)):
+        tps, ref_p99 = await asyncio.to_thread(pgbench_tps, dsn, clients, seconds)
+        print(f"  reference, pgbench at {clients} client(s): {tps:.0f} tps, p99 {ref_p99:.1f} ms")
+        rate, p99 = await throughput(api_port, requests, clients)
+        target = ">= 1.5, p99 <= 50 ms" if clients > 1 else ">= 0.8"
+        print(
+            f"  => {rate / tps:.2f} x pgbench at concurrency {clients} (target {target}); "
+            f"p99 {p99:.1f} ms"
+        )
+
+
 async def email_phase(
     dsn: str, env: dict[str, str], api_port: int, smtp: SmtpCounter, count: int, concurrency: int
 ) -> None:
@@ -483,7 +516,8 @@ async def email_phase(
         f"  mimic worker, 1 process: {drain.jobs} emails at {drain.rate:.0f} emails/s "
         f"= {drain.rate / reused:.2f} x aiosmtplib reusing connections (target >= 0.70), "
         f"{drain.rate / fresh:.2f} x a connection per message; "
-        f"{drain.xacts_per_job:.1f} transactions per email; server got {smtp.count - before}"
+        f"{drain.xacts_per_job:.1f} transactions per email; server got {smtp.count - before}; "
+        f"worker peak RSS {drain.rss_mb:.0f} MB"
     )
 
 
@@ -495,10 +529,14 @@ if __name__ == "__main__":
     parser.add_argument(
         "--events", type=int, default=1_000_000, help="events in the table for the list phase"
     )
+    parser.add_argument(
+        "--pgbench-seconds", type=int, default=10, help="length of each pgbench reference run"
+    )
     parser.add_argument("--emails", type=int, default=3000, help="messages for the email phase")
     parser.add_argument(
         "--phases",
         default="email,webhooks",
-        help="comma list: email (send rate), webhooks (ingress, routing, latency, lists)",
+        help="comma list: email (send rate), ingest (against pgbench), webhooks (ingest, "
+        "routing, latency, lists)",
     )
     asyncio.run(main(parser.parse_args()))

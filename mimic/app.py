@@ -8,14 +8,14 @@ import pathlib
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
@@ -133,6 +133,16 @@ def _provide_deps(state: State) -> Deps:
     return deps
 
 
+T = TypeVar("T")
+
+
+def _after_deps(value: T) -> Callable[[Deps], T]:
+    def provide(deps: NamedDependency[Deps]) -> T:
+        return value
+
+    return provide
+
+
 #: The Swagger UI's own files, from the swagger-ui-py package: /docs works without internet.
 DOCS_ASSETS = "/docs/assets"
 _SWAGGER_DIR = pathlib.Path(str(resources.files("swagger_ui") / "static"))
@@ -248,9 +258,12 @@ def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litest
         route_handlers=handlers,
         dependencies={
             "deps": Provide(_provide_deps, sync_to_thread=False),
-            "steps": Provide(lambda: schema_steps, sync_to_thread=False),
-            "templates": Provide(lambda: templates, sync_to_thread=False),
-            "routing": Provide(lambda: routing, sync_to_thread=False),
+            # Each takes `deps` (unused) so Litestar resolves it after deps, alone: it runs a
+            # level of two or more dependencies in an anyio task group, which cost about a
+            # tenth of a webhook's CPU (a handler uses deps and at most one of these).
+            "steps": Provide(_after_deps(schema_steps), sync_to_thread=False),
+            "templates": Provide(_after_deps(templates), sync_to_thread=False),
+            "routing": Provide(_after_deps(routing), sync_to_thread=False),
         },
         lifespan=[lifespan],
         state=State(),

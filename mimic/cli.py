@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cmd
 import json
 import logging
 import os
@@ -347,6 +348,53 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return _api("POST", f"/api/v1/gateway/webhooks/deliveries/{args.delivery}/retry")
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """procrastinate's shell commands on Mimic's app (`mimic jobs list_jobs status=failed`,
+    `mimic jobs retry 42`). Unlike `procrastinate shell`, a failure is one line on stderr and
+    exit status 1, not a traceback and 0."""
+    import shlex
+
+    from procrastinate import shell, utils
+
+    from mimic import worker
+
+    class Shell(shell.ProcrastinateShell):
+        failed = False
+
+        def onecmd(self, line: str) -> bool:
+            try:
+                return bool(cmd.Cmd.onecmd(self, line))
+            except Exception as exc:
+                self.failed = True
+                print(f"mimic jobs: {_root_reason(exc)}", file=sys.stderr)
+                return False
+
+        def default(self, line: str) -> None:
+            self.failed = True
+            print(
+                f"mimic jobs: unknown command {line.split()[0]!r}; `mimic jobs help` lists them",
+                file=sys.stderr,
+            )
+
+    app = worker.app
+    runner = Shell(app.job_manager)
+
+    async def run() -> None:
+        async with app.open_async():
+            await utils.sync_to_async(runner.onecmd, line=shlex.join(args.words))
+
+    asyncio.run(run())
+    return 1 if runner.failed else 0
+
+
+def _root_reason(exc: BaseException) -> str:
+    """The first line of the innermost cause (procrastinate wraps the database's words)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def _positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -395,6 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="revoke a key at once")
     revoke.add_argument("id", help="the key's id (key_...), from `mimic keys list`")
     keys.set_defaults(func=cmd_keys)
+    jobs = sub.add_parser(
+        "jobs",
+        help="procrastinate's shell commands, e.g. `mimic jobs list_jobs status=failed`, "
+        "`mimic jobs retry 42` (the id from list_jobs)",
+    )
+    jobs.add_argument("words", nargs="+", help="a procrastinate shell command and its arguments")
+    jobs.set_defaults(func=cmd_jobs)
     sub.add_parser(
         "rotate-keys", help="re-encrypt BYOK credentials with the newest encryption key"
     ).set_defaults(func=cmd_rotate_keys)

@@ -160,12 +160,13 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 10.
 
 
 @contextlib.asynccontextmanager
-async def live_api(settings: Settings) -> AsyncIterator[str]:
-    """The real app behind a real uvicorn server on a free loopback port."""
+async def live_api(settings: Settings, app: Litestar | None = None) -> AsyncIterator[str]:
+    """The real app (``app``, else one built from ``settings``) behind a real uvicorn server
+    on a free loopback port."""
     import uvicorn
 
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=0, log_config=None, lifespan="on"
+        app or create_app(settings), host="127.0.0.1", port=0, log_config=None, lifespan="on"
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

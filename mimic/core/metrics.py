@@ -24,6 +24,11 @@ emails_finished = Counter(
     "Email send attempts, by provider and outcome",
     ["provider", "outcome"],
 )
+ingest_batch_size = Histogram(
+    "mimic_ingest_batch_size",
+    "Webhooks stored by one transaction (group commit)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 webhook_latency = Histogram(
     "mimic_webhook_handling_seconds",
     "Time to verify, store and enqueue one webhook",

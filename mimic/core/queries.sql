@@ -1,12 +1,8 @@
 -- name: defer_jobs
--- Enqueue procrastinate jobs on the caller's transaction. The one place that knows
--- procrastinate's SQL entry point: if an upgrade renames it, the integration tests fail.
-SELECT procrastinate_defer_jobs_v1(ARRAY(
-    SELECT ROW(q, t, p, l, NULL, a::jsonb, s)::procrastinate_job_to_defer_v1
-      FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[],
-                  $6::timestamptz[]) WITH ORDINALITY AS j(q, t, p, l, a, s, n)
-     ORDER BY n
-))
+-- Enqueue procrastinate jobs on the caller's transaction (mimic_defer_jobs, migration 0007,
+-- is the one place that knows procrastinate's SQL entry point).
+SELECT mimic_defer_jobs($1::text[], $2::text[], $3::int[], $4::text[], $5::jsonb[],
+                        $6::timestamptz[])
 
 -- name: retry_stalled_job
 -- Retry one job only if it is still `doing` on a worker whose heartbeat is stale (or gone).

@@ -1,21 +1,63 @@
--- name: insert_event
--- Store a verified event; returns nothing when (provider, event_id) already exists.
-INSERT INTO webhook_events (id, provider, event_type, event_id, payload, raw_body, signature,
-                            status, processed_at)
-VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8,
-        CASE WHEN $8 = 'ignored' THEN now() END)
-ON CONFLICT (provider, event_id) DO NOTHING
-RETURNING id
+-- name: store_events
+-- The group commit's one statement (so one round trip, and its own transaction): insert a
+-- batch of verified events (no key twice), then, for each event inserted, its deliveries
+-- ($9..$12, one row per route) and their jobs. An event whose (provider, event_id) is already
+-- stored is skipped; the rows returned are the ids inserted ('new') and the stored rows this
+-- statement's snapshot sees for the keys skipped ('old'). A key skipped because a concurrent
+-- transaction committed it meanwhile is not seen here: the caller looks it up again.
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::bytea[], $7::text[], $8::text[])
+                  WITH ORDINALITY AS e(id, provider, event_type, event_id, payload, raw_body,
+                                       signature, status, n)
+), inserted AS (
+    INSERT INTO webhook_events (id, provider, event_type, event_id, payload, raw_body,
+                                signature, status, processed_at)
+    SELECT id, provider, event_type, event_id, payload::jsonb, raw_body, signature, status,
+           CASE WHEN status = 'ignored' THEN now() END
+      FROM input ORDER BY n
+    ON CONFLICT (provider, event_id) DO NOTHING
+    RETURNING id
+), routes AS (
+    SELECT r.event, r.delivery, r.target, r.task,
+           row_number() OVER (ORDER BY r.n) AS k
+      FROM unnest($9::uuid[], $10::uuid[], $11::text[], $12::text[])
+           WITH ORDINALITY AS r(event, delivery, target, task, n)
+     WHERE r.event IN (SELECT id FROM inserted)
+), jobs AS (
+    SELECT mimic_defer_jobs(
+        array_agg($13::text ORDER BY k), array_agg(task ORDER BY k),
+        array_agg(0 ORDER BY k), array_agg(NULL::text ORDER BY k),
+        array_agg(jsonb_build_object('delivery_id', delivery::text) ORDER BY k),
+        array_agg(NULL::timestamptz ORDER BY k)
+    ) AS ids
+      FROM routes
+), deliveries AS (
+    INSERT INTO webhook_deliveries (id, event_id, target_service, task_name, job_id)
+    SELECT r.delivery, r.event, r.target, r.task, j.id
+      FROM routes r
+      JOIN unnest((SELECT ids FROM jobs)) WITH ORDINALITY AS j(id, k) ON j.k = r.k
+)
+SELECT 'new' AS kind, id, NULL AS provider, NULL AS event_id FROM inserted
+UNION ALL
+SELECT 'old', w.id, w.provider, w.event_id
+  FROM input k
+  JOIN webhook_events w ON w.provider = k.provider AND w.event_id = k.event_id
+ WHERE k.id NOT IN (SELECT id FROM inserted)
 
--- name: find_event_id
--- Our id for a provider's event (used to answer duplicates).
-SELECT id FROM webhook_events WHERE provider = $1 AND event_id = $2
+-- name: find_event_ids
+-- Our ids for providers' events (used to answer duplicates).
+SELECT w.provider, w.event_id, w.id
+  FROM webhook_events w
+  JOIN unnest($1::text[], $2::text[]) AS k(provider, event_id)
+    ON w.provider = k.provider AND w.event_id = k.event_id
 
 -- name: insert_deliveries
 -- One delivery per route, with the procrastinate job that will carry it.
 INSERT INTO webhook_deliveries (id, event_id, target_service, task_name, job_id)
-SELECT d.id, $1, d.target, d.task, d.job
-  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bigint[]) AS d(id, target, task, job)
+SELECT d.id, d.event, d.target, d.task, d.job
+  FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[])
+       AS d(event, id, target, task, job)
 
 -- name: start_delivery
 -- Claim an attempt: counts it before the call, so a crash mid-call is still counted. An

@@ -12,6 +12,7 @@ import asyncpg
 import msgspec
 
 from mimic.core.db import Connection, Database, as_struct, as_structs, load_queries
+from mimic.core.jobs import QUEUE_WEBHOOKS
 from mimic.events.schemas import (
     BulkRetryOut,
     BulkRetryStatus,
@@ -28,42 +29,65 @@ from mimic.events.schemas import (
 queries = load_queries("mimic.events")
 
 
-async def insert_event(
-    conn: Connection, new_id: uuid.UUID, event: IncomingEvent, *, routed: bool
-) -> bool:
-    """Store the event; False when (provider, event_id) is already stored."""
-    inserted = await conn.fetchval(
-        queries["insert_event"],
-        new_id,
-        event.provider,
-        event.event_type,
-        event.event_id,
-        event.payload_json,
-        event.raw_body,
-        event.signature,
-        "received" if routed else "ignored",
+class Stored(msgspec.Struct, frozen=True):
+    """What store_events did: the new ids inserted, and the stored ids it saw for the rest."""
+
+    inserted: set[uuid.UUID]
+    existing: dict[tuple[str, str], uuid.UUID]
+
+
+async def store_events(
+    db: Database,
+    events: Sequence[tuple[uuid.UUID, IncomingEvent, bool]],
+    deliveries: Sequence[tuple[uuid.UUID, uuid.UUID, Route]],
+) -> Stored:
+    """Store (new id, event, routed) rows and, for the events inserted, their (event id,
+    delivery id, route) deliveries with one job each: one statement, so one transaction.
+    The caller passes no two events with the same key."""
+    rows = await db.fetch(
+        queries["store_events"],
+        [new_id for new_id, _, _ in events],
+        [e.provider for _, e, _ in events],
+        [e.event_type for _, e, _ in events],
+        [e.event_id for _, e, _ in events],
+        [e.payload_json for _, e, _ in events],
+        [e.raw_body for _, e, _ in events],
+        [e.signature for _, e, _ in events],
+        ["received" if routed else "ignored" for _, _, routed in events],
+        [event for event, _, _ in deliveries],
+        [delivery for _, delivery, _ in deliveries],
+        [route.target_service for _, _, route in deliveries],
+        [route.task_name for _, _, route in deliveries],
+        QUEUE_WEBHOOKS,
     )
-    return inserted is not None
+    return Stored(
+        inserted={row["id"] for row in rows if row["kind"] == "new"},
+        existing={
+            (row["provider"], row["event_id"]): row["id"] for row in rows if row["kind"] == "old"
+        },
+    )
 
 
-async def find_event_id(conn: Connection, provider: str, event_id: str) -> uuid.UUID:
-    found: uuid.UUID = await conn.fetchval(queries["find_event_id"], provider, event_id)
-    return found
+async def find_event_ids(
+    conn: Connection | Database, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], uuid.UUID]:
+    """Our ids for (provider, event_id) keys that are stored."""
+    rows = await conn.fetch(queries["find_event_ids"], [p for p, _ in keys], [e for _, e in keys])
+    return {(row["provider"], row["event_id"]): row["id"] for row in rows}
 
 
 async def insert_deliveries(
     conn: Connection,
-    event_uuid: uuid.UUID,
-    delivery_ids: Sequence[uuid.UUID],
-    routes: Sequence[Route],
+    deliveries: Sequence[tuple[uuid.UUID, uuid.UUID, Route]],
     job_ids: Sequence[int],
 ) -> None:
+    """(event id, delivery id, route) rows, each with its job."""
     await conn.execute(
         queries["insert_deliveries"],
-        event_uuid,
-        list(delivery_ids),
-        [route.target_service for route in routes],
-        [route.task_name for route in routes],
+        [event for event, _, _ in deliveries],
+        [delivery for _, delivery, _ in deliveries],
+        [route.target_service for _, _, route in deliveries],
+        [route.task_name for _, _, route in deliveries],
         list(job_ids),
     )
 

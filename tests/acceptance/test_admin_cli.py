@@ -24,6 +24,8 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.slow
 
+WEBHOOK = "/api/v1/gateway/webhooks/stripe"
+
 
 def mimic(*args: str, url: str = "", **extra: str) -> subprocess.CompletedProcess[str]:
     env = {
@@ -101,3 +103,28 @@ async def test_tenant_keys_are_created_listed_and_revoked(database_url: str) -> 
     bad = await asyncio.to_thread(mimic, "keys", "create", "--tenant", "no spaces", **env)
     assert bad.returncode == 1
     assert "tenant_id must be" in bad.stderr
+
+
+async def test_jobs_runs_procrastinate_shell_commands_and_fails_in_one_line(
+    database_url: str,
+) -> None:
+    # A webhook stored through the API leaves one job to list and retry.
+    settings = make_settings(database_url)
+    async with client_for(create_app(settings)) as client:
+        body = stripe_event(id="evt_jobs_cli")
+        assert (await client.post(WEBHOOK, content=body, headers=stripe_headers(body))).is_success
+
+    listed = await asyncio.to_thread(mimic, "jobs", "list_jobs", DATABASE_URL=database_url)
+    assert listed.returncode == 0, listed.stderr
+    assert "route_to_inkpass_subscription_created on webhooks - [todo]" in listed.stdout
+
+    missing = await asyncio.to_thread(mimic, "jobs", "retry", "999999", DATABASE_URL=database_url)
+    assert missing.returncode == 1
+    assert "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines() == [
+        "mimic jobs: Job was not found or has an invalid status to retry (job id: 999999)"
+    ]
+
+    unknown = await asyncio.to_thread(mimic, "jobs", "frobnicate", DATABASE_URL=database_url)
+    assert unknown.returncode == 1
+    assert "unknown command 'frobnicate'" in unknown.stderr
