@@ -7,6 +7,7 @@ import signal
 import uuid
 
 import asyncpg
+import httpx
 import pytest
 
 from mimic.app import create_app
@@ -19,7 +20,7 @@ from tests.helpers import (
     stripe_headers,
     wait_for,
 )
-from tests.procs import kill, start_mimic, stop
+from tests.procs import free_port, kill, start_mimic, stop
 
 pytestmark = pytest.mark.slow
 
@@ -89,12 +90,19 @@ async def test_sigkill_mid_delivery_is_retried_by_the_stalled_job_sweep(
         await asyncio.to_thread(kill, first)
     assert await status_of(database_url, event) == "received"
 
-    second = start_mimic("worker", env)
+    health_port = free_port()
+    second = start_mimic("worker", {**env, "WORKER_HEALTH_PORT": str(health_port)})
     try:
         await wait_for_status(database_url, event, "delivered")
+        # The worker serves its own metrics: what it counted is there.
+        async with httpx.AsyncClient() as http:
+            scraped = (await http.get(f"http://127.0.0.1:{health_port}/metrics")).text
     finally:
         output = await asyncio.to_thread(stop, second, signal.SIGTERM)
     assert "retried stalled job" in output
+    assert [line for line in scraped.splitlines() if line.startswith("mimic_deliveries_total")] == [
+        'mimic_deliveries_total{outcome="success",target="inkpass"} 1.0'
+    ]
     keys = [r.headers["idempotency-key"] for r in inkpass.requests]
     assert len(keys) == 2
     assert len(set(keys)) == 1
