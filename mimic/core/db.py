@@ -181,6 +181,8 @@ class Database:
 
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
         self.pool = pool
+        #: Each writer's group commit on this pool, by name (see core.batching).
+        self.group_commits: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:

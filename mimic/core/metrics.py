@@ -24,9 +24,10 @@ emails_finished = Counter(
     "Email send attempts, by provider and outcome",
     ["provider", "outcome"],
 )
-ingest_batch_size = Histogram(
-    "mimic_ingest_batch_size",
-    "Webhooks stored by one transaction (group commit)",
+group_commit_size = Histogram(
+    "mimic_group_commit_size",
+    "Requests stored by one transaction (group commit), by writer (webhooks, emails)",
+    ["writer"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 webhook_latency = Histogram(

@@ -29,9 +29,10 @@ URL = "/api/v1/gateway/webhooks/stripe"
 
 
 def batches() -> tuple[float, float]:
-    """(transactions, webhooks) counted by mimic_ingest_batch_size so far."""
-    count = REGISTRY.get_sample_value("mimic_ingest_batch_size_count") or 0.0
-    total = REGISTRY.get_sample_value("mimic_ingest_batch_size_sum") or 0.0
+    """(transactions, webhooks) counted by mimic_group_commit_size so far."""
+    labels = {"writer": "webhooks"}
+    count = REGISTRY.get_sample_value("mimic_group_commit_size_count", labels) or 0.0
+    total = REGISTRY.get_sample_value("mimic_group_commit_size_sum", labels) or 0.0
     return count, total
 
 

@@ -1,0 +1,123 @@
+"""Group commit: requests that arrive while a commit is in flight are stored together.
+
+A writer (the webhook ingest, the email API) hands its item to :class:`GroupCommit` and
+awaits the result. When no commit is in flight the item's own commit starts at once (a lone
+request waits for nobody); items that arrive meanwhile queue, and the next commit stores all
+of them with one ``store`` call (one transaction). Every caller is answered only after the
+commit that stored its item.
+
+If Postgres refuses a value (``InvalidInput``) the batch is stored again one item at a time,
+so the bad item fails by itself and its neighbours are stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from mimic.core import metrics
+from mimic.core.db import Database
+from mimic.core.errors import InvalidInput
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: The most items stored by one commit.
+MAX_BATCH = 200
+
+
+class _Pending(Generic[T, R]):
+    __slots__ = ("done", "item")
+
+    def __init__(self, item: T, done: asyncio.Future[R]) -> None:
+        self.item, self.done = item, done
+
+
+class GroupCommit(Generic[T, R]):
+    """One per writer and database pool (so per event loop), with a single flusher."""
+
+    def __init__(self, name: str, store: Callable[[Sequence[T]], Awaitable[Sequence[R]]]) -> None:
+        self._name, self._store = name, store
+        self._queue: list[_Pending[T, R]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Items queued for the next commit (not counting the one in flight)."""
+        return len(self._queue)
+
+    async def submit(self, item: T) -> R:
+        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(item, done))
+        if self._flusher is None:
+            # Its own task: a request that goes away (client disconnect) cannot cut the
+            # commit of the others short.
+            self._flusher = asyncio.create_task(self._flush(), name=f"{self._name} commit")
+        # shield: this request's cancellation must not cancel the shared future.
+        return await asyncio.shield(done)
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                await self._commit(batch)
+        except BaseException:
+            for pending in self._queue:
+                pending.done.cancel()
+            self._queue = []
+            raise
+        finally:
+            self._flusher = None
+
+    async def _commit(self, batch: list[_Pending[T, R]]) -> None:
+        metrics.group_commit_size.labels(self._name).observe(len(batch))
+        try:
+            results = await self._store([p.item for p in batch])
+        except InvalidInput as exc:
+            if len(batch) == 1:
+                _settle(batch[0], error=exc)
+                return
+            # Which item Postgres refused is unknown: store each alone.
+            for one in batch:
+                await self._commit([one])
+            return
+        except Exception as exc:
+            # The database is away (503) or anything else: every caller of the batch gets
+            # it; nothing was committed.
+            for pending in batch:
+                _settle(pending, error=exc)
+            return
+        except BaseException:
+            # Cancelled (the process is stopping): nothing was answered as stored.
+            for pending in batch:
+                pending.done.cancel()
+            raise
+        for pending, result in zip(batch, results, strict=True):
+            _settle(pending, result=result)
+
+
+def _settle(
+    pending: _Pending[Any, R], *, result: Any = None, error: Exception | None = None
+) -> None:
+    if pending.done.done():
+        return
+    if error is None:
+        pending.done.set_result(result)
+        return
+    pending.done.set_exception(error)
+    # Its caller may be gone (cancelled while shielded): mark the error seen, so asyncio
+    # does not log it as never retrieved. A waiting caller still receives it.
+    pending.done.exception()
+
+
+def group_commit(
+    db: Database, name: str, store: Callable[[Sequence[T]], Awaitable[Sequence[R]]]
+) -> GroupCommit[T, R]:
+    """The process's group commit named ``name`` on this pool (made on first use with
+    ``store``; ``name`` labels mimic_group_commit_size)."""
+    found = db.group_commits.get(name)
+    if found is None:
+        found = db.group_commits[name] = GroupCommit(name, store)
+    found_typed: GroupCommit[T, R] = found
+    return found_typed
