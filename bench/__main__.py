@@ -235,15 +235,22 @@ class Drain:
         self.rss_mb = rss_mb
 
 
+#: What is left to do in a queue: its jobs not finished.
+JOBS_LEFT = (
+    "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') AND queue_name = $1"
+)
+#: What is left to send: notifications not sent yet (a job may carry several).
+EMAILS_LEFT = (
+    "SELECT count(*) FROM notifications WHERE status IN ('queued', 'sending') AND $1 <> ''"
+)
+
+
 async def measure_drain(
-    dsn: str, queue: str, command: list[str], env: dict[str, str]
+    dsn: str, queue: str, command: list[str], env: dict[str, str], count_sql: str = JOBS_LEFT
 ) -> tuple[Drain, subprocess.Popen[bytes]]:
-    """Start the consumer, then time the backlog from its first finished job to empty."""
+    """Start the consumer, then time the backlog (``count_sql``: jobs by default) from its
+    first finished item to empty. Rates and transactions are per item."""
     conn = await asyncpg.connect(dsn)
-    count_sql = (
-        "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
-        "AND queue_name = $1"
-    )
     xact_sql = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
     polls = 0
     try:
@@ -508,7 +515,7 @@ async def email_phase(
     print(f"  mimic api: {count} sends accepted at {accepted:.0f} sends/s (8 connections)")
     before = smtp.count
     drain, worker = await measure_drain(
-        dsn, "email", [sys.executable, "-m", "mimic", "worker"], env
+        dsn, "email", [sys.executable, "-m", "mimic", "worker"], env, EMAILS_LEFT
     )
     worker.terminate()
     worker.wait(timeout=30)

@@ -186,8 +186,13 @@ class SmtpSink:
     """A real aiosmtpd SMTP server on loopback that keeps what it receives."""
 
     def __init__(
-        self, refuse: set[str] | None = None, login: tuple[str, str] | None = None
+        self,
+        refuse: set[str] | None = None,
+        login: tuple[str, str] | None = None,
+        later: dict[str, int] | None = None,
     ) -> None:
+        """``refuse``: recipients answered 550 (permanent); ``later``: recipient -> how many
+        times a message to it is answered 451 at DATA (temporary) before it is taken."""
         from aiosmtpd.controller import Controller
         from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -195,6 +200,7 @@ class SmtpSink:
         self.envelopes: list[tuple[str, list[str]]] = []
         self.connections = 0
         self.refuse = refuse or set()
+        self.later = dict(later or {})
         sink = self
 
         class Handler:
@@ -214,6 +220,10 @@ class SmtpSink:
                 return "250 OK"
 
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                for rcpt in envelope.rcpt_tos:
+                    if sink.later.get(rcpt, 0) > 0:
+                        sink.later[rcpt] -= 1
+                        return "451 4.3.0 try again later"
                 parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
                 assert isinstance(parsed, email.message.EmailMessage)
                 sink.messages.append(parsed)

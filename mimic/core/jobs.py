@@ -9,6 +9,7 @@ outage into a retry instead of a lost job.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime
 import functools
 import json
@@ -63,6 +64,16 @@ async def defer_jobs(conn: Connection, jobs: Sequence[JobToDefer]) -> list[int]:
         [j.scheduled_at for j in jobs],
     )
     return list(ids)
+
+
+_current_job: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "mimic_job_id", default=None
+)
+
+
+def current_job_id() -> int | None:
+    """The id of the procrastinate job whose body is running (None outside a job)."""
+    return _current_job.get()
 
 
 def deps_of(context: procrastinate.JobContext) -> Deps:
@@ -132,6 +143,7 @@ def job_body(
         # delivery_id, ...: the task's *_id arguments).
         ids = {k: str(v) for k, v in kwargs.items() if k.endswith("_id")}
         job_id = str(context.job.id) if context.job else None
+        token = _current_job.set(context.job.id if context.job else None)
         try:
             with bound(job_id=job_id, **ids):
                 await fn(deps, *args, **kwargs)
@@ -146,5 +158,7 @@ def job_body(
             raise RetryableError(
                 "database unavailable", retry_after=backoff.delay(attempts)
             ) from None
+        finally:
+            _current_job.reset(token)
 
     return run

@@ -82,6 +82,7 @@ WITH claimed AS (
        SET status = 'sending', attempts = attempts + 1, updated_at = now(),
            provider_pinned = provider_pinned OR status = 'sending'
      WHERE id = $1 AND status IN ('queued', 'sending', 'failed')
+       AND (job_id IS NULL OR job_id = $2)
     RETURNING id, tenant_id, "to", cc, bcc, reply_to, "from", subject, html, text,
               tags::text AS tags, provider, attempts,
               coalesce(providers, ARRAY[provider]) AS providers, provider_pinned
@@ -90,6 +91,12 @@ WITH claimed AS (
     SELECT id, 'sending', format('attempt %s via %s', attempts, provider) FROM claimed
 )
 SELECT * FROM claimed
+
+-- name: set_jobs
+-- Which job owns each notification's next send.
+UPDATE notifications n SET job_id = j.job
+  FROM unnest($1::uuid[], $2::bigint[]) AS j(id, job)
+ WHERE n.id = j.id
 
 -- name: mark_sent
 -- The provider accepted the message: status and timeline in one statement. Nothing when a

@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime
 import logging
 import uuid
+from collections.abc import Sequence
 
 from mimic.core import metrics, ratelimit
+from mimic.core.batching import GroupCommit, group_commit
 from mimic.core.crypto import DecryptionFailed
 from mimic.core.deps import Deps
 from mimic.core.errors import Conflict, ExpectedJobError, MimicError, Unprocessable
-from mimic.core.jobs import Backoff, RetryableError
+from mimic.core.jobs import Backoff, RetryableError, current_job_id
 from mimic.core.keys import check_tenant
 from mimic.core.outbound import allowlist
 from mimic.core.settings import EmailProvider, Secret, Settings
@@ -152,9 +154,34 @@ async def prepare(
 async def submit(
     deps: Deps, templates: Templates, request: EmailRequest, idempotency_key: str | None
 ) -> tuple[Accepted, bool]:
-    """Render, store and queue one email. Returns the answer and whether it is a replay."""
-    (answer,) = await submit_many(deps, templates, [(request, idempotency_key)])
-    return answer
+    """Render, store and queue one email. Returns the answer and whether it is a replay.
+
+    Stored through the group commit (``core.batching``): sends that arrive while a commit is
+    in flight are stored together and share one ``send_emails`` job."""
+    prepared = await prepare(deps, templates, request, idempotency_key)
+    if isinstance(prepared, Accepted):
+        return prepared, True
+    notification_id = await _sends(deps).submit(prepared)
+    if notification_id is None:
+        # A concurrent request with the same key committed first.
+        assert idempotency_key is not None
+        earlier = await replay(deps, request, idempotency_key)
+        assert earlier is not None
+        return earlier, True
+    return Accepted(id=notification_id, status="queued"), False
+
+
+#: The send group commit's name (labels mimic_group_commit_size).
+WRITER = "emails"
+
+
+def _sends(deps: Deps) -> GroupCommit[status.NewNotification, uuid.UUID | None]:
+    db = deps.db
+
+    async def store(batch: Sequence[status.NewNotification]) -> list[uuid.UUID | None]:
+        return await status.create_many(db, list(batch))
+
+    return group_commit(db, WRITER, store)
 
 
 class BatchRefused(MimicError):
@@ -173,9 +200,9 @@ class BatchRefused(MimicError):
 async def submit_many(
     deps: Deps, templates: Templates, items: list[tuple[EmailRequest, str | None]]
 ) -> list[tuple[Accepted, bool]]:
-    """Validate every message first, then store and queue them all in one transaction.
-
-    One invalid message refuses the batch (BatchRefused names each, with its index)."""
+    """Validate every message first, then store and queue them all in one transaction (and
+    one job). One invalid message refuses the batch (BatchRefused names each, with its
+    index)."""
     prepared: list[Accepted | status.NewNotification] = []
     failures: list[tuple[int, MimicError]] = []
     seen: set[tuple[str | None, str]] = set()
@@ -198,8 +225,6 @@ async def submit_many(
         except MimicError as exc:
             failures.append((index, exc))
     if failures:
-        if len(items) == 1:
-            raise failures[0][1]
         raise BatchRefused(failures)
     new = [p for p in prepared if isinstance(p, status.NewNotification)]
     created = iter(await status.create_many(deps.db, new))
@@ -400,14 +425,20 @@ async def send_via(
         ) from None
 
 
-async def send_notification(deps: Deps, notification_id: str) -> None:
+async def send_notification(deps: Deps, notification_id: str, *, in_group: bool = False) -> None:
+    """One send attempt, by the job that owns the notification. A retry is the job's own
+    (RetryableError); in a group (``send_emails``) it moves to a job of its own instead."""
     nid = uuid.UUID(notification_id)
-    claimed = await status.claim(deps.db, nid)
+    claimed = await status.claim(deps.db, nid, current_job_id())
     if claimed is None:
         current = await repository.status_of(deps.db, nid)
         if current is None:
             raise EmailFailed(f"notification {notification_id} does not exist")
-        logger.info("notification %s already %s; not sending again", notification_id, current)
+        logger.info(
+            "notification %s is %s (or another job owns its send); not sending here",
+            notification_id,
+            current,
+        )
         return
     message = OutgoingEmail(
         notification_id=notification_id,
@@ -459,15 +490,19 @@ async def send_notification(deps: Deps, notification_id: str) -> None:
             reason, retry_after = f"unexpected error: {type(exc).__name__}", None
             start, pinned = None, True
         if claimed.attempts < settings.max_attempts:
+            backoff = Backoff(base=settings.backoff_base_seconds, cap=settings.backoff_max_seconds)
+            delay = backoff.delay(claimed.attempts - 1, retry_after)
+            metrics.emails_finished.labels(provider, "retry").inc()
+            logger.warning("notification %s: %s; will retry", notification_id, reason)
+            if in_group:
+                await status.retry_in_own_job(
+                    deps.db, nid, reason=reason, provider=start, pinned=pinned, delay=delay
+                )
+                return
             await status.mark_unsent(
                 deps.db, nid, retrying=True, reason=reason, provider=start, pinned=pinned
             )
-            metrics.emails_finished.labels(provider, "retry").inc()
-            logger.warning("notification %s: %s; will retry", notification_id, reason)
-            backoff = Backoff(base=settings.backoff_base_seconds, cap=settings.backoff_max_seconds)
-            raise RetryableError(
-                reason, retry_after=backoff.delay(claimed.attempts - 1, retry_after)
-            ) from None
+            raise RetryableError(reason, retry_after=delay) from None
         await _fail(deps, nid, provider, reason)
         raise EmailFailed(reason) from None
     detail = f"{provider} message {sent.message_id}" + (f"; {sent.note}" if sent.note else "")

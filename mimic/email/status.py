@@ -20,6 +20,8 @@ from mimic.email.repository import queries
 from mimic.email.schemas import EmailRequest, NotificationStatus, Recipients, Rendered
 
 SEND_TASK = "mimic.tasks.send_email"
+#: One job for several notifications stored together (a group commit's, or a batch's).
+SEND_GROUP_TASK = "mimic.tasks.send_emails"
 
 #: How far along a status is; a provider event moves a notification only to a higher rank.
 RANK: dict[NotificationStatus, int] = {
@@ -77,7 +79,6 @@ async def create_many(db: Database, batch: list[NewNotification]) -> list[uuid.U
 
     An entry is None when its tenant's Idempotency-Key was taken by a concurrent request."""
     ids: list[uuid.UUID | None] = []
-    jobs: list[JobToDefer] = []
     async with db.transaction() as conn:
         for new in batch:
             notification_id = uuid.uuid4()
@@ -109,22 +110,47 @@ async def create_many(db: Database, batch: list[NewNotification]) -> list[uuid.U
             await conn.execute(queries["add_recipients"], notification_id)
             await _timeline(conn, notification_id, "queued", None)
             ids.append(notification_id)
-            jobs.append(
-                JobToDefer(
-                    task_name=SEND_TASK,
-                    queue=QUEUE_EMAIL,
-                    args={"notification_id": str(notification_id)},
-                    scheduled_at=request.send_at,
-                )
-            )
-        if jobs:
-            await defer_jobs(conn, jobs)
+        created = [(i, new) for i, new in zip(ids, batch, strict=True) if i is not None]
+        await _defer_sends(conn, created)
     return ids
 
 
-async def claim(db: Database, notification_id: uuid.UUID) -> Claimed | None:
-    """queued/sending/failed -> sending, counting the attempt; None if nothing to send."""
-    row = await db.fetchrow(queries["claim_send"], notification_id)
+async def _defer_sends(conn: Connection, created: list[tuple[uuid.UUID, NewNotification]]) -> None:
+    """One job per send time: ``send_email`` for a lone notification, ``send_emails`` for
+    several (one job's fetch and finish shared by all). Each row records its job."""
+    by_time: dict[datetime.datetime | None, list[uuid.UUID]] = {}
+    for notification_id, new in created:
+        by_time.setdefault(new.request.send_at, []).append(notification_id)
+    if not by_time:
+        return
+    groups = list(by_time.items())
+    job_ids = await defer_jobs(
+        conn,
+        [
+            JobToDefer(
+                task_name=SEND_TASK,
+                queue=QUEUE_EMAIL,
+                args={"notification_id": str(members[0])},
+                scheduled_at=when,
+            )
+            if len(members) == 1
+            else JobToDefer(
+                task_name=SEND_GROUP_TASK,
+                queue=QUEUE_EMAIL,
+                args={"notification_ids": [str(m) for m in members]},
+                scheduled_at=when,
+            )
+            for when, members in groups
+        ],
+    )
+    owners = [(m, job) for (_, members), job in zip(groups, job_ids, strict=True) for m in members]
+    await conn.execute(queries["set_jobs"], [m for m, _ in owners], [j for _, j in owners])
+
+
+async def claim(db: Database, notification_id: uuid.UUID, job_id: int | None) -> Claimed | None:
+    """queued/sending/failed -> sending, counting the attempt, if job ``job_id`` owns the
+    send; None if there is nothing for this job to send."""
+    row = await db.fetchrow(queries["claim_send"], notification_id, job_id)
     return as_struct(row, Claimed) if row is not None else None
 
 
@@ -160,6 +186,42 @@ async def mark_unsent(
         if changed != "UPDATE 0":
             entry = "retrying" if retrying else "failed"
             await _timeline(conn, notification_id, entry, reason)
+
+
+async def retry_in_own_job(
+    db: Database,
+    notification_id: uuid.UUID,
+    *,
+    reason: str,
+    provider: EmailProvider | None,
+    pinned: bool,
+    delay: float,
+) -> int | None:
+    """A send of a group to retry: back to queued (as ``mark_unsent``) and, in the same
+    transaction, a ``send_email`` job of its own, due in ``delay`` seconds, that now owns it
+    (the group's job will not claim it again). Returns the new job's id (None: the row had
+    moved on)."""
+    due = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=delay)
+    async with db.transaction() as conn:
+        changed = await conn.execute(
+            queries["mark_unsent"], notification_id, "queued", reason, provider, pinned
+        )
+        if changed == "UPDATE 0":
+            return None
+        await _timeline(conn, notification_id, "retrying", reason)
+        (job_id,) = await defer_jobs(
+            conn,
+            [
+                JobToDefer(
+                    task_name=SEND_TASK,
+                    queue=QUEUE_EMAIL,
+                    args={"notification_id": str(notification_id)},
+                    scheduled_at=due,
+                )
+            ],
+        )
+        await conn.execute(queries["set_jobs"], [notification_id], [job_id])
+        return int(job_id)
 
 
 async def pin(db: Database, notification_id: uuid.UUID, provider: EmailProvider) -> None:

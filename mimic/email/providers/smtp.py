@@ -144,7 +144,10 @@ async def send_smtp(
         ) from None
     finally:
         if client is not None:  # failed: never reuse a connection in an unknown state
-            client.close()
+            if pool is not None:
+                pool.discard(config, client)
+            else:
+                client.close()
     if sent_on is not None:
         # A tenant's server: the message is sent; a failing QUIT changes nothing.
         with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
@@ -172,18 +175,30 @@ def _client(config: SmtpConfig, timeout: float, where: dict[str, object]) -> aio
 
 
 class SmtpPool:
-    """Open connections to the platform's SMTP servers, reused across sends (per server and
-    login). At most ``max_idle`` wait per server; one idle longer than ``idle_seconds`` is
-    closed, and one idle more than a second is checked with NOOP before use, so a server
-    that dropped it costs a reconnect, not a failed send. A connection that saw any error is
-    closed, never reused. (Tenants' own servers are not pooled: each send re-checks the
-    address, see core.outbound.)"""
+    """Connections to the platform's SMTP servers, reused across sends (per server and
+    login). At most ``size`` are open per server: a send beyond that waits for one to be
+    free. One idle longer than ``idle_seconds`` is closed, and one idle more than a second is
+    checked with NOOP before use, so a server that dropped it costs a reconnect, not a failed
+    send. A connection that saw any error is closed, never reused. (Tenants' own servers are
+    not pooled: each send re-checks the address, see core.outbound.)"""
 
-    def __init__(self, *, max_idle: int = 10, idle_seconds: float = 30.0) -> None:
+    def __init__(self, *, size: int = 10, idle_seconds: float = 30.0) -> None:
         self._idle: dict[SmtpConfig, list[tuple[float, aiosmtplib.SMTP]]] = {}
-        self._max_idle, self._idle_seconds = max_idle, idle_seconds
+        self._slots: dict[SmtpConfig, asyncio.Semaphore] = {}
+        self._size, self._idle_seconds = size, idle_seconds
 
     async def acquire(self, config: SmtpConfig, timeout: float) -> aiosmtplib.SMTP:
+        """A connection to ``config``'s server; give it back with ``release`` (it worked) or
+        ``discard`` (it failed)."""
+        slots = self._slots.setdefault(config, asyncio.Semaphore(self._size))
+        await slots.acquire()
+        try:
+            return await self._connection(config, timeout)
+        except BaseException:
+            slots.release()
+            raise
+
+    async def _connection(self, config: SmtpConfig, timeout: float) -> aiosmtplib.SMTP:
         idle = self._idle.setdefault(config, [])
         while idle:
             since, client = idle.pop()
@@ -203,11 +218,15 @@ class SmtpPool:
         return client
 
     def release(self, config: SmtpConfig, client: aiosmtplib.SMTP) -> None:
-        idle = self._idle.setdefault(config, [])
-        if len(idle) < self._max_idle and client.is_connected:
-            idle.append((time.monotonic(), client))
+        if client.is_connected:
+            self._idle.setdefault(config, []).append((time.monotonic(), client))
         else:
             client.close()
+        self._slots[config].release()
+
+    def discard(self, config: SmtpConfig, client: aiosmtplib.SMTP) -> None:
+        client.close()
+        self._slots[config].release()
 
 
 _POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SmtpPool] = weakref.WeakKeyDictionary()

@@ -25,6 +25,7 @@ SEED_TASKS = {
 OTHER_TASKS = {
     "mimic.tasks.handle_email_delivery_event",
     "mimic.tasks.send_email",
+    "mimic.tasks.send_emails",
     "mimic.tasks.retry_stalled_jobs",
     "mimic.tasks.bulk_retry_deliveries",
     "mimic.tasks.prune_events",

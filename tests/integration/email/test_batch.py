@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,7 +43,8 @@ def settings(database_url: str, smtp: SmtpSink) -> Settings:
 async def stored(db: asyncpg.Connection) -> tuple[int, int]:
     notifications = await db.fetchval("SELECT count(*) FROM notifications")
     jobs = await db.fetchval(
-        "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'mimic.tasks.send_email'"
+        "SELECT count(*) FROM procrastinate_jobs"
+        " WHERE task_name IN ('mimic.tasks.send_email', 'mimic.tasks.send_emails')"
     )
     return int(notifications), int(jobs)
 
@@ -57,7 +59,14 @@ async def test_a_batch_is_queued_at_once_and_sent(
     assert [r["index"] for r in results] == [0, 1, 2]
     assert len({r["id"] for r in results}) == 3
     assert all(r["status"] == "queued" and not r["replayed"] for r in results)
-    assert await stored(db) == (3, 3)
+    # One job sends the whole batch, and owns each send.
+    assert await stored(db) == (3, 1)
+    job = await db.fetchrow("SELECT id, task_name, args FROM procrastinate_jobs")
+    assert job is not None
+    assert job["task_name"] == "mimic.tasks.send_emails"
+    assert sorted(json.loads(job["args"])["notification_ids"]) == sorted(r["id"] for r in results)
+    owners = await db.fetch("SELECT DISTINCT job_id FROM notifications")
+    assert [r["job_id"] for r in owners] == [job["id"]]
     async with running_worker(settings):
         await wait_for_value(
             db,
@@ -107,10 +116,10 @@ async def test_keys_per_message_replay_and_may_not_repeat_within_a_batch(
     assert again.status_code == 202
     assert again.json()["results"][0] == {**first.json()["results"][0], "replayed": True}
     assert again.json()["results"][1]["id"] != first.json()["results"][1]["id"]  # no key
-    assert await stored(db) == (3, 3)
+    assert await stored(db) == (3, 2)  # a job for the first batch, one for the new message
 
     twice = {"messages": [message("c@example.com", idempotency_key="k-c")] * 2}
     refused = await client.post(BATCH, json=twice, headers=ADMIN)
     assert refused.status_code == 422
     assert "messages[1]: duplicate_idempotency_key" in refused.json()["detail"]
-    assert await stored(db) == (3, 3)
+    assert await stored(db) == (3, 2)

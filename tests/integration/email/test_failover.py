@@ -245,9 +245,12 @@ async def test_a_send_reclaimed_mid_call_is_pinned_and_a_final_failure_keeps_the
     settings = failover_settings(database_url, f"http://127.0.0.1:{free_port()}", postmark.url)
     async with client_for(create_app(settings)) as client:
         nid = await send(client)
+    owner = await db.fetchval("SELECT job_id FROM notifications WHERE id = $1", nid)
     async with open_deps(settings) as deps:
-        first = await status.claim(deps.db, nid)  # attempt 1 starts... and its worker dies
-        again = await status.claim(deps.db, nid)
+        # Only the job that owns the send may claim it.
+        assert await status.claim(deps.db, nid, owner + 1) is None
+        first = await status.claim(deps.db, nid, owner)  # attempt 1 starts... and dies
+        again = await status.claim(deps.db, nid, owner)
         assert first is not None
         assert again is not None
         assert (first.provider_pinned, again.provider_pinned) == (False, True)

@@ -1,0 +1,205 @@
+"""Several sends in one job (`mimic.tasks.send_emails`): a batch's, or single sends stored
+together by the group commit. Each send is still owned by exactly one job at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from mimic.app import create_app
+from mimic.core.settings import Settings
+from tests.fakes import SmtpSink
+from tests.helpers import ADMIN, live_api, make_settings, running_worker, wait_for, wait_for_value
+
+SEND = "/api/v1/notifications/email"
+
+
+def message(to: str) -> dict[str, object]:
+    return {"to": to, "template": "welcome", "data": {"name": "A", "login_url": "https://e.x"}}
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    with SmtpSink(refuse={"never@example.com"}, later={"later@example.com": 1}) as sink:
+        yield sink
+
+
+@pytest.fixture
+def settings(database_url: str, smtp: SmtpSink) -> Settings:
+    return make_settings(
+        database_url,
+        EMAIL_PROVIDER="dev",
+        DEV_SMTP_HOST="127.0.0.1",
+        DEV_SMTP_PORT=str(smtp.port),
+        EMAIL_BACKOFF_BASE_SECONDS="0.05",
+        EMAIL_BACKOFF_MAX_SECONDS="0.2",
+    )
+
+
+async def test_a_send_to_retry_moves_to_its_own_job_and_a_failure_fails_the_group(
+    settings: Settings, db: asyncpg.Connection, smtp: SmtpSink
+) -> None:
+    to = ["ok@example.com", "later@example.com", "never@example.com"]
+    async with live_api(settings) as base, httpx.AsyncClient(base_url=base) as http:
+        response = await http.post(
+            f"{SEND}/batch", json={"messages": [message(t) for t in to]}, headers=ADMIN
+        )
+    assert response.status_code == 202, response.text
+    ids = {t: uuid.UUID(r["id"]) for t, r in zip(to, response.json()["results"], strict=True)}
+    group = await db.fetchval("SELECT id FROM procrastinate_jobs")
+
+    async with running_worker(settings):
+        await wait_for_value(
+            db,
+            "SELECT count(*) FROM notifications WHERE status IN ('sent', 'failed')",
+            until=lambda v: v == 3,
+        )
+        await wait_for_value(
+            db,
+            "SELECT status::text FROM procrastinate_jobs WHERE id = $1",
+            group,
+            until=lambda v: v == "failed",
+        )
+
+    statuses = {
+        r["id"]: r["status"] for r in await db.fetch("SELECT id, status FROM notifications")
+    }
+    assert [statuses[ids[t]] for t in to] == ["sent", "sent", "failed"]
+    # Each message reached the server once (the 451 was not a delivery).
+    assert sorted(str(m["To"]) for m in smtp.messages) == ["later@example.com", "ok@example.com"]
+    # The retried send moved to a send_email job of its own, which sent it.
+    owner = await db.fetchrow(
+        "SELECT j.id, j.task_name, j.status::text AS status, j.args FROM notifications n"
+        " JOIN procrastinate_jobs j ON j.id = n.job_id WHERE n.id = $1",
+        ids["later@example.com"],
+    )
+    assert owner is not None
+    assert owner["id"] != group
+    assert (owner["task_name"], owner["status"]) == ("mimic.tasks.send_email", "succeeded")
+    assert json.loads(owner["args"]) == {"notification_id": str(ids["later@example.com"])}
+    timeline = await db.fetch(
+        "SELECT status FROM notification_events WHERE notification_id = $1 ORDER BY id",
+        ids["later@example.com"],
+    )
+    assert [r["status"] for r in timeline] == [
+        "queued",
+        "sending",
+        "provider_failed",
+        "retrying",
+        "sending",
+        "sent",
+    ]
+
+
+async def test_an_operator_retry_of_the_group_sends_only_what_it_still_owns(
+    settings: Settings, db: asyncpg.Connection, smtp: SmtpSink
+) -> None:
+    # later@'s retry waits in its own job (a long backoff) while the group runs again.
+    settings = make_settings(
+        settings.database.url.get() if settings.database.url else None,
+        EMAIL_PROVIDER="dev",
+        DEV_SMTP_HOST="127.0.0.1",
+        DEV_SMTP_PORT=str(smtp.port),
+        EMAIL_BACKOFF_BASE_SECONDS="60",
+        EMAIL_BACKOFF_MAX_SECONDS="120",
+    )
+    to = ["ok@example.com", "later@example.com", "never@example.com"]
+    async with live_api(settings) as base, httpx.AsyncClient(base_url=base) as http:
+        await http.post(f"{SEND}/batch", json={"messages": [message(t) for t in to]}, headers=ADMIN)
+    group = await db.fetchval("SELECT id FROM procrastinate_jobs")
+    async with running_worker(settings):
+        await wait_for_value(
+            db,
+            "SELECT status::text FROM procrastinate_jobs WHERE id = $1",
+            group,
+            until=lambda v: v == "failed",
+        )
+        smtp.refuse.clear()
+        # What `mimic jobs retry <id>` does.
+        await db.execute("SELECT procrastinate_retry_job_v2($1, now(), NULL, NULL, NULL)", group)
+        await wait_for_value(
+            db,
+            "SELECT status::text FROM procrastinate_jobs WHERE id = $1",
+            group,
+            until=lambda v: v == "succeeded",
+        )
+    statuses = {r["to"][0]: r["status"] for r in await db.fetch("SELECT * FROM notifications")}
+    assert statuses == {
+        "ok@example.com": "sent",
+        "never@example.com": "sent",
+        # Waiting for its own job: the group's second run left it alone.
+        "later@example.com": "queued",
+    }
+    # The failed one is sent now; the one sent earlier is not sent again.
+    assert sorted(str(m["To"]) for m in smtp.messages) == ["never@example.com", "ok@example.com"]
+
+
+def sizes() -> tuple[float, float]:
+    labels = {"writer": "emails"}
+    count = REGISTRY.get_sample_value("mimic_group_commit_size_count", labels) or 0.0
+    total = REGISTRY.get_sample_value("mimic_group_commit_size_sum", labels) or 0.0
+    return count, total
+
+
+async def test_single_sends_queued_behind_a_commit_share_one_job(
+    settings: Settings, database_url: str, db: asyncpg.Connection, smtp: SmtpSink
+) -> None:
+    app = create_app(settings)
+    before = sizes()
+    async with live_api(settings, app) as base, httpx.AsyncClient(base_url=base) as http:
+        blocker = await asyncpg.connect(database_url)
+        try:
+            tx = blocker.transaction()
+            await tx.start()
+            await blocker.execute("LOCK TABLE notifications IN SHARE MODE")
+            first = asyncio.create_task(
+                http.post(SEND, json=message("first@example.com"), headers=ADMIN)
+            )
+
+            async def insert_waits() -> bool:
+                return bool(
+                    await db.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND query LIKE '%INSERT INTO notifications%'"
+                    )
+                )
+
+            await wait_for(insert_waits)
+            rest = [
+                asyncio.create_task(
+                    http.post(SEND, json=message(f"u{i}@example.com"), headers=ADMIN)
+                )
+                for i in range(5)
+            ]
+            sends = app.state.deps.db.group_commits["emails"]
+
+            async def all_queued() -> bool:
+                return bool(sends.waiting == 5)
+
+            await wait_for(all_queued)
+            await tx.rollback()
+        finally:
+            await blocker.close()
+        answers = [await first, *await asyncio.gather(*rest)]
+    assert [a.status_code for a in answers] == [202] * 6
+    after = sizes()
+    assert (after[0] - before[0], after[1] - before[1]) == (2, 6)
+    jobs = await db.fetch("SELECT task_name, args FROM procrastinate_jobs ORDER BY id")
+    assert [j["task_name"] for j in jobs] == ["mimic.tasks.send_email", "mimic.tasks.send_emails"]
+    grouped = json.loads(jobs[1]["args"])["notification_ids"]
+    assert sorted(grouped) == sorted(a.json()["id"] for a in answers[1:])
+
+    async with running_worker(settings):
+        await wait_for_value(
+            db,
+            "SELECT count(*) FROM notifications WHERE status = 'sent'",
+            until=lambda v: v == 6,
+        )
+    assert len(smtp.messages) == 6
