@@ -25,12 +25,15 @@ async def send_email(deps: Deps, notification_id: str) -> None:
 
 @job_body
 async def send_emails(deps: Deps, notification_ids: list[str]) -> None:
-    """Several sends in one job, at once. A send to retry moves to a job of its own; the job
-    fails if any send failed for good (after all were tried), naming them."""
+    """Several sends in one job, WORKER_CONCURRENCY at a time. A send to retry moves to a job
+    of its own; the job fails if any send failed for good (after all were tried), naming
+    them."""
+    slots = asyncio.Semaphore(deps.settings.worker.concurrency)
 
     async def one(notification_id: str) -> None:
-        with bound(notification_id=notification_id):
-            await send_notification(deps, notification_id, in_group=True)
+        async with slots:
+            with bound(notification_id=notification_id):
+                await send_notification(deps, notification_id, in_group=True)
 
     outcomes = await asyncio.gather(*(one(i) for i in notification_ids), return_exceptions=True)
     failed = [
