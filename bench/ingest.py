@@ -111,6 +111,16 @@ def pgbench_tps(dsn: str, clients: int, seconds: int) -> tuple[float, float]:
     return float(match.group(1)), p99
 
 
+#: What pgbench leaves behind: its jobs (a worker would fail them: no such task), and its
+#: events and deliveries, which would otherwise count in later phases.
+CLEANUP = """
+DELETE FROM procrastinate_jobs WHERE queue_name = 'bench_pgbench';
+DELETE FROM webhook_deliveries d USING webhook_events e
+ WHERE d.event_id = e.id AND e.event_id LIKE 'evt_pgbench_%';
+DELETE FROM webhook_events WHERE event_id LIKE 'evt_pgbench_%';
+"""
+
+
 def peak_rss_mb(pid: int) -> float:
     """A live process's peak resident set (VmHWM), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import socket
@@ -93,5 +94,9 @@ class PrivatePostgres:
         self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l", log, "start")
 
     def stop(self) -> None:
-        """A clean shutdown, for callers done with the server."""
-        self._server.cleanup()
+        """A clean shutdown, for callers done with the server (after a crash and restart
+        by pg_ctl, pgserver's own cleanup does not know the server runs: stop it here)."""
+        with contextlib.suppress(Exception):
+            self._pg_ctl("-m", "fast", "-w", "stop")
+        with contextlib.suppress(Exception):
+            self._server.cleanup()

@@ -118,8 +118,9 @@ class NotificationController(_Internal):
         summary="Render a template and queue an email",
         description=(
             "Renders at request time (422 names an unknown template, a missing variable or an "
-            "invalid address), stores the notification and queues `mimic.tasks.send_email` in "
-            "one transaction. `Idempotency-Key` is scoped to the tenant: the same key and body "
+            "invalid address), stores the notification and queues its send in one transaction "
+            "(sends arriving together share that transaction and one job). 202 means "
+            "committed. `Idempotency-Key` is scoped to the tenant: the same key and body "
             "return the original response (with `Idempotent-Replayed: true`); the same key "
             "with another body is 409."
         ),
@@ -148,10 +149,11 @@ class NotificationController(_Internal):
         summary=f"Queue up to {MAX_BATCH} emails at once (all or nothing)",
         description=(
             "Every message is validated and rendered first; then all are stored and queued in "
-            "one transaction. One invalid message refuses the batch: nothing is stored, and the "
-            "answer (the failing message's status and code) names each failing message by its "
-            "index, e.g. `messages[3]: recipient_suppressed: ...`. Each message may carry its "
-            "own `idempotency_key` (scoped to its tenant, as the header is for single sends); "
+            "one transaction, with one job for all. One invalid message refuses the batch: "
+            "nothing is stored, and the answer (the failing message's status and code) names "
+            "each failing message by its index, e.g. "
+            "`messages[3]: recipient_suppressed: ...`. Each message may carry its own "
+            "`idempotency_key` (scoped to its tenant, as the header is for single sends); "
             "a reused key answers with the original id and `replayed: true`."
         ),
         responses={

@@ -141,6 +141,7 @@ async def test_a_postgres_crash_loses_nothing_and_the_worker_carries_on(
     finally:
         await asyncio.to_thread(stop, api, signal.SIGTERM)
         await asyncio.to_thread(stop, worker, signal.SIGTERM)
+        await asyncio.to_thread(postgres.stop)
         for name in ("api", "worker"):
             print(f"--- {name} ---\n{(tmp_path / f'{name}.log').read_text()[-5000:]}")
         print(json.dumps({s: list(answers.values()).count(s) for s in set(answers.values())}))
@@ -166,6 +167,7 @@ async def test_a_worker_started_before_its_database_waits_for_it(tmp_path: pathl
         await wait_for(lambda: answers_200(f"http://127.0.0.1:{health_port}/readyz"), within=30)
     finally:
         await asyncio.to_thread(stop, worker, signal.SIGTERM)
+        await asyncio.to_thread(postgres.stop)
     assert worker.returncode == 0
     log = (tmp_path / "worker.log").read_text()
     assert log.count("database unavailable at startup") == 1  # one line, not one per try
