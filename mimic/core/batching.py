@@ -73,28 +73,33 @@ class GroupCommit(Generic[T, R]):
     async def _commit(self, batch: list[_Pending[T, R]]) -> None:
         metrics.group_commit_size.labels(self._name).observe(len(batch))
         try:
-            results = await self._store([p.item for p in batch])
-        except InvalidInput as exc:
-            if len(batch) == 1:
-                _settle(batch[0], error=exc)
+            try:
+                results = list(await self._store([p.item for p in batch]))
+                if len(results) != len(batch):
+                    raise RuntimeError(f"store gave {len(results)} results for {len(batch)}")
+            except InvalidInput as exc:
+                if len(batch) == 1:
+                    _settle(batch[0], error=exc)
+                    return
+                # Which item Postgres refused is unknown: store each alone.
+                for one in batch:
+                    await self._commit([one])
                 return
-            # Which item Postgres refused is unknown: store each alone.
-            for one in batch:
-                await self._commit([one])
-            return
-        except Exception as exc:
-            # The database is away (503) or anything else: every caller of the batch gets
-            # it; nothing was committed.
-            for pending in batch:
-                _settle(pending, error=exc)
-            return
+            except Exception as exc:
+                # The database is away (503) or anything else: every caller of the batch
+                # gets it; nothing was committed.
+                for pending in batch:
+                    _settle(pending, error=exc)
+                return
+            for pending, result in zip(batch, results, strict=True):
+                _settle(pending, result=result)
         except BaseException:
-            # Cancelled (the process is stopping): nothing was answered as stored.
+            # Cancelled (the process is stopping): whoever is still waiting was not answered
+            # as stored.
             for pending in batch:
-                pending.done.cancel()
+                if not pending.done.done():
+                    pending.done.cancel()
             raise
-        for pending, result in zip(batch, results, strict=True):
-            _settle(pending, result=result)
 
 
 def _settle(

@@ -116,6 +116,8 @@ SELECT id, 'sent', $4 FROM sent
 UPDATE notifications
    SET status = $2, error = $3, provider = coalesce($4, provider),
        provider_pinned = CASE WHEN $2 = 'failed' THEN provider_pinned ELSE $5 END,
+       -- Released ($6): owned by no job (0 is no job's id), so none sends it again.
+       job_id = CASE WHEN $6 THEN 0 ELSE job_id END,
        updated_at = now()
  WHERE id = $1 AND status = 'sending'
 

@@ -468,7 +468,7 @@ async def send_notification(deps: Deps, notification_id: str, *, in_group: bool 
                 notification_id=nid,
                 detail=reason,
             )
-        await _fail(deps, nid, provider, reason)
+        await _fail(deps, nid, provider, reason, release=in_group)
         raise EmailFailed(reason) from None
     except Exception as exc:
         # A provider's retryable failure, or anything unexpected (its message may hold a
@@ -503,7 +503,7 @@ async def send_notification(deps: Deps, notification_id: str, *, in_group: bool 
                 deps.db, nid, retrying=True, reason=reason, provider=start, pinned=pinned
             )
             raise RetryableError(reason, retry_after=delay) from None
-        await _fail(deps, nid, provider, reason)
+        await _fail(deps, nid, provider, reason, release=in_group)
         raise EmailFailed(reason) from None
     detail = f"{provider} message {sent.message_id}" + (f"; {sent.note}" if sent.note else "")
     await status.mark_sent(deps.db, nid, sent.message_id, detail, provider=provider)
@@ -511,7 +511,11 @@ async def send_notification(deps: Deps, notification_id: str, *, in_group: bool 
     logger.info("notification %s sent via %s", notification_id, provider)
 
 
-async def _fail(deps: Deps, notification_id: uuid.UUID, provider: str, reason: str) -> None:
-    await status.mark_unsent(deps.db, notification_id, retrying=False, reason=reason)
+async def _fail(
+    deps: Deps, notification_id: uuid.UUID, provider: str, reason: str, *, release: bool
+) -> None:
+    await status.mark_unsent(
+        deps.db, notification_id, retrying=False, reason=reason, release=release
+    )
     metrics.emails_finished.labels(provider, "failed").inc()
     logger.error("notification %s failed: %s", notification_id, reason)

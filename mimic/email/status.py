@@ -78,9 +78,15 @@ async def create_many(db: Database, batch: list[NewNotification]) -> list[uuid.U
     """Store every notification and defer every send in one transaction (all or nothing).
 
     An entry is None when its tenant's Idempotency-Key was taken by a concurrent request."""
-    ids: list[uuid.UUID | None] = []
+    ids: list[uuid.UUID | None] = [None] * len(batch)
+    # In idempotency-key order, so two commits holding the same keys cannot deadlock.
+    order = sorted(
+        range(len(batch)),
+        key=lambda i: (batch[i].request.tenant_id or "", batch[i].idempotency_key or ""),
+    )
     async with db.transaction() as conn:
-        for new in batch:
+        for index in order:
+            new = batch[index]
             notification_id = uuid.uuid4()
             request, recipients, rendered = new.request, new.recipients, new.rendered
             inserted = await conn.fetchval(
@@ -105,11 +111,10 @@ async def create_many(db: Database, batch: list[NewNotification]) -> list[uuid.U
                 new.providers or [new.provider],
             )
             if inserted is None:
-                ids.append(None)
                 continue
             await conn.execute(queries["add_recipients"], notification_id)
             await _timeline(conn, notification_id, "queued", None)
-            ids.append(notification_id)
+            ids[index] = notification_id
         created = [(i, new) for i, new in zip(ids, batch, strict=True) if i is not None]
         await _defer_sends(conn, created)
     return ids
@@ -174,14 +179,17 @@ async def mark_unsent(
     reason: str,
     provider: EmailProvider | None = None,
     pinned: bool = False,
+    release: bool = False,
 ) -> None:
     """sending -> queued (to retry) or failed, with the reason. ``provider`` and ``pinned``:
     where the retry starts (None keeps the current provider), and whether it may ask that
-    provider alone (an unknown outcome: never another, no double send)."""
+    provider alone (an unknown outcome: never another, no double send). ``release``: no job
+    owns the send any more (a shared job's send that failed for good: the shared job may run
+    again for its other sends, and must not send this one again)."""
     new_status: NotificationStatus = "queued" if retrying else "failed"
     async with db.transaction() as conn:
         changed = await conn.execute(
-            queries["mark_unsent"], notification_id, new_status, reason, provider, pinned
+            queries["mark_unsent"], notification_id, new_status, reason, provider, pinned, release
         )
         if changed != "UPDATE 0":
             entry = "retrying" if retrying else "failed"
@@ -204,7 +212,7 @@ async def retry_in_own_job(
     due = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=delay)
     async with db.transaction() as conn:
         changed = await conn.execute(
-            queries["mark_unsent"], notification_id, "queued", reason, provider, pinned
+            queries["mark_unsent"], notification_id, "queued", reason, provider, pinned, False
         )
         if changed == "UPDATE 0":
             return None

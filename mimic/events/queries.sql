@@ -15,7 +15,8 @@ WITH input AS (
                                 signature, status, processed_at)
     SELECT id, provider, event_type, event_id, payload::jsonb, raw_body, signature, status,
            CASE WHEN status = 'ignored' THEN now() END
-      FROM input ORDER BY n
+      -- In key order, so two batches holding the same keys cannot deadlock on the index.
+      FROM input ORDER BY provider, event_id
     ON CONFLICT (provider, event_id) DO NOTHING
     RETURNING id
 ), routes AS (
