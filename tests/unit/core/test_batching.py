@@ -1,0 +1,99 @@
+"""core.batching.GroupCommit with a store of the test's own (no database needed)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from mimic.core.batching import GroupCommit
+from mimic.core.errors import InvalidInput
+
+
+class GatedStore:
+    """Records each call's batch; waits for ``gate`` before answering (the commit in flight)."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+        self.gate = asyncio.Event()
+
+    async def __call__(self, batch: Sequence[int]) -> list[int]:
+        self.calls.append(list(batch))
+        await self.gate.wait()
+        if any(item < 0 for item in batch):
+            raise InvalidInput("a value cannot be stored")
+        return [item * 10 for item in batch]
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_items_queued_during_a_commit_are_stored_by_the_next_one_together() -> None:
+    store = GatedStore()
+    commit: GroupCommit[int, int] = GroupCommit("unit", store)
+    first = asyncio.create_task(commit.submit(1))
+    await settle()
+    assert store.calls == [[1]]  # a lone item's commit starts at once
+    rest = [asyncio.create_task(commit.submit(i)) for i in (2, 3, 4)]
+    await settle()
+    assert commit.waiting == 3
+    store.gate.set()
+    assert [await first, *await asyncio.gather(*rest)] == [10, 20, 30, 40]
+    assert store.calls == [[1], [2, 3, 4]]
+
+
+async def test_a_refused_value_fails_alone_and_its_neighbours_are_stored() -> None:
+    store = GatedStore()
+    store.gate.set()
+    blocker = asyncio.Event()
+
+    async def slow_first(batch: Sequence[int]) -> list[int]:
+        await blocker.wait()
+        return await store(batch)
+
+    commit: GroupCommit[int, int] = GroupCommit("unit", slow_first)
+    first = asyncio.create_task(commit.submit(1))
+    await settle()
+    tasks = [asyncio.create_task(commit.submit(i)) for i in (2, -3, 4)]
+    await settle()
+    blocker.set()
+    outcomes = await asyncio.gather(first, *tasks, return_exceptions=True)
+    assert outcomes[:2] == [10, 20]
+    assert outcomes[3] == 40
+    assert isinstance(outcomes[2], InvalidInput)
+    assert store.calls == [[1], [2, -3, 4], [2], [-3], [4]]
+
+
+async def test_callers_still_waiting_are_cancelled_when_the_commit_is_cut_off() -> None:
+    """Cut off while storing a refused batch one item at a time: the items not reached yet
+    are cancelled too, not left waiting for ever."""
+    calls: list[list[int]] = []
+    first_done, never = asyncio.Event(), asyncio.Event()
+
+    async def store(batch: Sequence[int]) -> list[int]:
+        calls.append(list(batch))
+        if len(calls) == 1:
+            await first_done.wait()
+        elif len(batch) > 1:
+            raise InvalidInput("a value cannot be stored")
+        else:
+            await never.wait()
+        return [item * 10 for item in batch]
+
+    commit: GroupCommit[int, int] = GroupCommit("unit", store)
+    first = asyncio.create_task(commit.submit(1))
+    await settle()
+    second, third = (asyncio.create_task(commit.submit(i)) for i in (2, 3))
+    await settle()
+    first_done.set()
+    assert await first == 10
+    await settle()
+    assert calls == [[1], [2, 3], [2]]  # storing 2 alone; 3 not reached yet
+    (flusher,) = [t for t in asyncio.all_tasks() if t.get_name() == "unit commit"]
+    flusher.cancel()  # what the loop does to it when the process stops
+    for caller in (second, third):
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(caller, timeout=5)
