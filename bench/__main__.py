@@ -36,7 +36,7 @@ from stripe import WebhookSignature
 
 from bench.email import SmtpCounter, accept_sends, reference
 from bench.ingest import CLEANUP as PGBENCH_CLEANUP
-from bench.ingest import peak_rss_mb, pgbench_tps
+from bench.ingest import peak_rss_mb, pgbench_tps, stripe_event
 from mimic.core.embedded import start_embedded
 from mimic.core.migrate import load_steps, migrate
 from mimic.core.pagination import encode_cursor
@@ -53,27 +53,7 @@ def free_port() -> int:
 
 def signed_request(port: int, event_type: str = "invoice.paid") -> tuple[bytes, str]:
     event_id = f"evt_bench_{uuid.uuid4().hex}"
-    body = json.dumps(
-        {
-            "id": event_id,
-            "object": "event",
-            "type": event_type,
-            "created": int(time.time()),
-            "livemode": False,
-            "data": {
-                "object": {
-                    "id": "in_bench",
-                    "object": "invoice",
-                    "customer": "cus_bench",
-                    "customer_email": "bench@example.com",
-                    "subscription": "sub_bench",
-                    "amount_paid": 1200,
-                    "currency": "usd",
-                    "status": "paid",
-                }
-            },
-        }
-    )
+    body = json.dumps(stripe_event(event_id, event_type, int(time.time())))
     sig = WebhookSignature.generate_signature_header(body, SECRET)
     head = (
         f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"

@@ -14,13 +14,16 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
-PAYLOAD = json.dumps(
-    {
-        "id": "evt_pgbench",
+
+def stripe_event(event_id: str, event_type: str, created: int) -> dict[str, Any]:
+    """The Stripe event the bench sends (and pgbench stores): an invoice payment."""
+    return {
+        "id": event_id,
         "object": "event",
-        "type": "invoice.paid",
-        "created": 1_790_000_000,
+        "type": event_type,
+        "created": created,
         "livemode": False,
         "data": {
             "object": {
@@ -35,7 +38,9 @@ PAYLOAD = json.dumps(
             }
         },
     }
-)
+
+
+PAYLOAD = json.dumps(stripe_event("evt_pgbench", "invoice.paid", 1_790_000_000))
 
 #: The statements of mimic.events.ingest for one event with one route, as pgbench runs them
 #: (-M prepared, like asyncpg). Its jobs go to a queue no worker reads.

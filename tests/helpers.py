@@ -109,6 +109,17 @@ def make_settings(database_url: str | None, **overrides: str) -> Settings:
     return Settings.from_env(env)
 
 
+def dev_mail_settings(database_url: str, smtp_port: int, **overrides: str) -> Settings:
+    """Settings that send through the dev provider to a local SMTP server (an SmtpSink)."""
+    return make_settings(
+        database_url,
+        EMAIL_PROVIDER="dev",
+        DEV_SMTP_HOST="127.0.0.1",
+        DEV_SMTP_PORT=str(smtp_port),
+        **overrides,
+    )
+
+
 @contextlib.asynccontextmanager
 async def client_for(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
     async with AsyncTestClient(app=app, raise_server_exceptions=False) as client:

@@ -115,20 +115,22 @@ async def create_many(db: Database, batch: list[NewNotification]) -> list[uuid.U
             await conn.execute(queries["add_recipients"], notification_id)
             await _timeline(conn, notification_id, "queued", None)
             ids[index] = notification_id
-        created = [(i, new) for i, new in zip(ids, batch, strict=True) if i is not None]
-        await _defer_sends(conn, created)
+        by_time: dict[datetime.datetime | None, list[uuid.UUID]] = {}
+        for created, new in zip(ids, batch, strict=True):
+            if created is not None:
+                by_time.setdefault(new.request.send_at, []).append(created)
+        await _defer_sends(conn, list(by_time.items()))
     return ids
 
 
-async def _defer_sends(conn: Connection, created: list[tuple[uuid.UUID, NewNotification]]) -> None:
-    """One job per send time: ``send_email`` for a lone notification, ``send_emails`` for
-    several (one job's fetch and finish shared by all). Each row records its job."""
-    by_time: dict[datetime.datetime | None, list[uuid.UUID]] = {}
-    for notification_id, new in created:
-        by_time.setdefault(new.request.send_at, []).append(notification_id)
-    if not by_time:
-        return
-    groups = list(by_time.items())
+async def _defer_sends(
+    conn: Connection, groups: list[tuple[datetime.datetime | None, list[uuid.UUID]]]
+) -> list[int]:
+    """One job per (due time, notifications): ``send_email`` for a lone notification,
+    ``send_emails`` for several (one job's fetch and finish shared by all). Each row records
+    the job that now owns its send. Returns the job ids."""
+    if not groups:
+        return []
     job_ids = await defer_jobs(
         conn,
         [
@@ -150,6 +152,7 @@ async def _defer_sends(conn: Connection, created: list[tuple[uuid.UUID, NewNotif
     )
     owners = [(m, job) for (_, members), job in zip(groups, job_ids, strict=True) for m in members]
     await conn.execute(queries["set_jobs"], [m for m, _ in owners], [j for _, j in owners])
+    return job_ids
 
 
 async def claim(db: Database, notification_id: uuid.UUID, job_id: int | None) -> Claimed | None:
@@ -186,14 +189,28 @@ async def mark_unsent(
     provider alone (an unknown outcome: never another, no double send). ``release``: no job
     owns the send any more (a shared job's send that failed for good: the shared job may run
     again for its other sends, and must not send this one again)."""
-    new_status: NotificationStatus = "queued" if retrying else "failed"
     async with db.transaction() as conn:
-        changed = await conn.execute(
-            queries["mark_unsent"], notification_id, new_status, reason, provider, pinned, release
-        )
-        if changed != "UPDATE 0":
-            entry = "retrying" if retrying else "failed"
-            await _timeline(conn, notification_id, entry, reason)
+        await _unsent(conn, notification_id, retrying, reason, provider, pinned, release)
+
+
+async def _unsent(
+    conn: Connection,
+    notification_id: uuid.UUID,
+    retrying: bool,
+    reason: str,
+    provider: EmailProvider | None,
+    pinned: bool,
+    release: bool,
+) -> bool:
+    """The row and its timeline line; False when the row had moved on (not `sending`)."""
+    new_status: NotificationStatus = "queued" if retrying else "failed"
+    changed = await conn.execute(
+        queries["mark_unsent"], notification_id, new_status, reason, provider, pinned, release
+    )
+    if changed == "UPDATE 0":
+        return False
+    await _timeline(conn, notification_id, "retrying" if retrying else "failed", reason)
+    return True
 
 
 async def retry_in_own_job(
@@ -211,25 +228,10 @@ async def retry_in_own_job(
     moved on)."""
     due = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=delay)
     async with db.transaction() as conn:
-        changed = await conn.execute(
-            queries["mark_unsent"], notification_id, "queued", reason, provider, pinned, False
-        )
-        if changed == "UPDATE 0":
+        if not await _unsent(conn, notification_id, True, reason, provider, pinned, False):
             return None
-        await _timeline(conn, notification_id, "retrying", reason)
-        (job_id,) = await defer_jobs(
-            conn,
-            [
-                JobToDefer(
-                    task_name=SEND_TASK,
-                    queue=QUEUE_EMAIL,
-                    args={"notification_id": str(notification_id)},
-                    scheduled_at=due,
-                )
-            ],
-        )
-        await conn.execute(queries["set_jobs"], [notification_id], [job_id])
-        return int(job_id)
+        (job_id,) = await _defer_sends(conn, [(due, [notification_id])])
+        return job_id
 
 
 async def pin(db: Database, notification_id: uuid.UUID, provider: EmailProvider) -> None:

@@ -15,7 +15,13 @@ from litestar.testing import AsyncTestClient
 from mimic.core.logs import bound, configure_logging
 from mimic.core.settings import Settings
 from tests.fakes import SmtpSink
-from tests.helpers import ADMIN, TEST_SECRETS, make_settings, running_worker, wait_for_value
+from tests.helpers import (
+    ADMIN,
+    TEST_SECRETS,
+    dev_mail_settings,
+    running_worker,
+    wait_for_value,
+)
 
 
 async def test_a_request_id_is_kept_or_made_returned_and_logged(
@@ -78,12 +84,7 @@ async def test_every_log_line_of_a_job_names_its_job_and_notification(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with SmtpSink() as smtp:
-        settings = make_settings(
-            database_url,
-            EMAIL_PROVIDER="dev",
-            DEV_SMTP_HOST="127.0.0.1",
-            DEV_SMTP_PORT=str(smtp.port),
-        )
+        settings = dev_mail_settings(database_url, smtp.port)
         body = {
             "to": "a@example.com",
             "template": "welcome",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -13,7 +12,7 @@ from litestar.testing import AsyncTestClient
 
 from mimic.core.settings import Settings
 from tests.fakes import SmtpSink
-from tests.helpers import ADMIN, make_settings, running_worker, wait_for_value
+from tests.helpers import ADMIN, dev_mail_settings, running_worker, wait_for_value
 
 BATCH = "/api/v1/notifications/email/batch"
 
@@ -28,16 +27,8 @@ def message(to: str, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
-
-
-@pytest.fixture
 def settings(database_url: str, smtp: SmtpSink) -> Settings:
-    return make_settings(
-        database_url, EMAIL_PROVIDER="dev", DEV_SMTP_HOST="127.0.0.1", DEV_SMTP_PORT=str(smtp.port)
-    )
+    return dev_mail_settings(database_url, smtp.port)
 
 
 async def stored(db: asyncpg.Connection) -> tuple[int, int]:

@@ -21,6 +21,7 @@ from tests.fakes import FakeHTTPServer, SmtpSink, resend_responder
 from tests.helpers import (
     TEST_SECRETS,
     client_for,
+    dev_mail_settings,
     make_settings,
     running_worker,
     wait_for,
@@ -229,12 +230,7 @@ async def test_tenant_without_credential_uses_the_platform(
     database_url: str, db: asyncpg.Connection
 ) -> None:
     with SmtpSink() as smtp:
-        settings = make_settings(
-            database_url,
-            EMAIL_PROVIDER="dev",
-            DEV_SMTP_HOST="127.0.0.1",
-            DEV_SMTP_PORT=str(smtp.port),
-        )
+        settings = dev_mail_settings(database_url, smtp.port)
         async with client_for(create_app(settings)) as client, running_worker(settings):
             body = welcome_for("initech")
             assert (

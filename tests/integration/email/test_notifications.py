@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -20,6 +19,7 @@ from tests.fakes import SmtpSink
 from tests.helpers import (
     TEST_SECRETS,
     client_for,
+    dev_mail_settings,
     live_api,
     make_settings,
     running_worker,
@@ -35,18 +35,10 @@ WELCOME = {
 
 
 @pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
-
-
-@pytest.fixture
 def settings(database_url: str, smtp: SmtpSink) -> Settings:
-    return make_settings(
+    return dev_mail_settings(
         database_url,
-        EMAIL_PROVIDER="dev",
-        DEV_SMTP_HOST="127.0.0.1",
-        DEV_SMTP_PORT=str(smtp.port),
+        smtp.port,
         MIMIC_API_KEYS=TEST_SECRETS["MIMIC_API_KEYS"] + ",second-caller-key-123",
     )
 

@@ -16,7 +16,14 @@ from prometheus_client import REGISTRY
 from mimic.app import create_app
 from mimic.core.settings import Settings
 from tests.fakes import SmtpSink
-from tests.helpers import ADMIN, live_api, make_settings, running_worker, wait_for, wait_for_value
+from tests.helpers import (
+    ADMIN,
+    dev_mail_settings,
+    live_api,
+    running_worker,
+    wait_for,
+    wait_for_value,
+)
 
 SEND = "/api/v1/notifications/email"
 
@@ -33,11 +40,9 @@ def smtp() -> Iterator[SmtpSink]:
 
 @pytest.fixture
 def settings(database_url: str, smtp: SmtpSink) -> Settings:
-    return make_settings(
+    return dev_mail_settings(
         database_url,
-        EMAIL_PROVIDER="dev",
-        DEV_SMTP_HOST="127.0.0.1",
-        DEV_SMTP_PORT=str(smtp.port),
+        smtp.port,
         EMAIL_BACKOFF_BASE_SECONDS="0.05",
         EMAIL_BACKOFF_MAX_SECONDS="0.2",
     )
@@ -99,17 +104,15 @@ async def test_a_send_to_retry_moves_to_its_own_job_and_a_failure_fails_the_grou
 
 
 async def test_a_shared_job_that_runs_again_sends_nothing_it_no_longer_owns(
-    settings: Settings, db: asyncpg.Connection, smtp: SmtpSink
+    database_url: str, db: asyncpg.Connection, smtp: SmtpSink
 ) -> None:
     """A shared job can run again (the stalled-job sweep, a database outage in one of its
     sends, an operator's retry): a send moved to its own job, or failed for good, is not
     sent by it again."""
     # later@'s retry waits in its own job (a long backoff) while the group runs again.
-    settings = make_settings(
-        settings.database.url.get() if settings.database.url else None,
-        EMAIL_PROVIDER="dev",
-        DEV_SMTP_HOST="127.0.0.1",
-        DEV_SMTP_PORT=str(smtp.port),
+    settings = dev_mail_settings(
+        database_url,
+        smtp.port,
         EMAIL_BACKOFF_BASE_SECONDS="60",
         EMAIL_BACKOFF_MAX_SECONDS="120",
     )
@@ -206,3 +209,24 @@ async def test_single_sends_queued_behind_a_commit_share_one_job(
             until=lambda v: v == 6,
         )
     assert len(smtp.messages) == 6
+
+
+async def test_sends_at_once_share_at_most_ten_smtp_connections(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    # Two shared jobs of 15 run 20 sends at once (WORKER_CONCURRENCY 10 each): the pool
+    # keeps at most 10 connections to the server, and the others wait for one.
+    with SmtpSink() as smtp:
+        settings = dev_mail_settings(database_url, smtp.port)
+        async with live_api(settings) as base, httpx.AsyncClient(base_url=base) as http:
+            for batch in range(2):
+                body = {"messages": [message(f"b{batch}u{i}@example.com") for i in range(15)]}
+                assert (await http.post(f"{SEND}/batch", json=body, headers=ADMIN)).is_success
+        async with running_worker(settings):
+            await wait_for_value(
+                db,
+                "SELECT count(*) FROM notifications WHERE status = 'sent'",
+                until=lambda v: v == 30,
+            )
+        assert len(smtp.messages) == 30
+        assert 1 <= smtp.connections <= 10
