@@ -383,7 +383,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         async with app.open_async():
             await utils.sync_to_async(runner.onecmd, line=shlex.join(args.words))
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except Exception as exc:  # opening or closing procrastinate's pool: the database
+        print(
+            f"mimic jobs: cannot reach the database (check DATABASE_URL): {_root_reason(exc)}",
+            file=sys.stderr,
+        )
+        return 1
     return 1 if runner.failed else 0
 
 
