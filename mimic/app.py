@@ -45,7 +45,7 @@ from mimic.email.controller import CONTROLLERS as EMAIL_CONTROLLERS
 from mimic.email.rendering import Templates
 from mimic.events.controller import GatewayAdminController
 from mimic.events.routing import RoutingTable
-from mimic.webhooks.controller import StripeTestController, WebhookController
+from mimic.webhooks import controller as webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[
         status, code, detail = 400, "invalid_json", "JSON is nested too deeply"
     elif isinstance(exc, HTTPException):
         status, detail = exc.status_code, exc.detail
+        headers = dict(exc.headers or {})  # e.g. a 405's Allow
         code = {
             400: "bad_request",
             401: "unauthorized",
@@ -246,15 +247,12 @@ def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litest
         create_static_files_router(
             DOCS_ASSETS, directories=[_SWAGGER_DIR], include_in_schema=False, name="docs-assets"
         ),
-        WebhookController,
+        *webhooks.webhook_routes(routing, dev=settings.is_dev),
         GatewayAdminController,
         BillingController,
         *EMAIL_CONTROLLERS,
     ]
-    if settings.is_dev:
-        handlers.append(StripeTestController)
-
-    return Litestar(
+    app = Litestar(
         route_handlers=handlers,
         dependencies={
             "deps": Provide(_provide_deps, sync_to_thread=False),
@@ -274,3 +272,5 @@ def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litest
         logging_config=None,
         debug=False,
     )
+    webhooks.document(app.openapi_schema, dev=settings.is_dev)
+    return app

@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Body, HeaderParameter
 
@@ -22,24 +21,19 @@ from mimic.billing.checkout import (
 )
 from mimic.core.auth import require_admin_key, require_api_key, scope_of
 from mimic.core.deps import Deps
-from mimic.core.errors import ErrorBody, Forbidden
+from mimic.core.errors import Forbidden, error_spec
 from mimic.core.keys import check_tenant
 
 IdempotencyKey = Annotated[
     str | None, HeaderParameter(name="Idempotency-Key", required=False, max_length=255)
 ]
 ERRORS = {
-    400: ResponseSpec(ErrorBody, description="Malformed request"),
-    401: ResponseSpec(ErrorBody, description="Missing, unknown or revoked API key"),
-    403: ResponseSpec(ErrorBody, description="A key acting outside its scope"),
-    422: ResponseSpec(
-        ErrorBody,
-        description="Unknown product, bad URL or customer, or Stripe refused the request",
-    ),
-    502: ResponseSpec(ErrorBody, description="Stripe refused Mimic's key, or failed"),
-    503: ResponseSpec(
-        ErrorBody, description="STRIPE_SECRET_KEY unset, or Stripe busy or unreachable"
-    ),
+    400: error_spec("Malformed request"),
+    401: error_spec("Missing, unknown or revoked API key"),
+    403: error_spec("A key acting outside its scope"),
+    422: error_spec("Unknown product, bad URL or customer, or Stripe refused the request"),
+    502: error_spec("Stripe refused Mimic's key, or failed"),
+    503: error_spec("STRIPE_SECRET_KEY unset, or Stripe busy or unreachable"),
 }
 CHECKOUT_EXAMPLE = Example(
     summary="A subscription for one tenant",

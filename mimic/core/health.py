@@ -30,7 +30,11 @@ class HealthController(Controller):
         "/readyz",
         summary="Readiness: the database answers and the schema is current",
         responses={
-            503: ResponseSpec(data_container=Health, description="Not ready, with a reason")
+            503: ResponseSpec(
+                data_container=Health,
+                description="Not ready, with a reason",
+                generate_examples=False,
+            )
         },
     )
     async def readyz(

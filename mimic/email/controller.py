@@ -8,7 +8,6 @@ from typing import Annotated, Any, get_args
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import (
     Body,
@@ -23,7 +22,7 @@ from litestar.params import (
 from mimic.core.audit import audited
 from mimic.core.auth import require_api_key, scope_of
 from mimic.core.deps import Deps
-from mimic.core.errors import BadRequest, ErrorBody, NotFound
+from mimic.core.errors import BadRequest, NotFound, error_spec
 from mimic.core.keys import check_tenant
 from mimic.email import repository, suppression
 from mimic.email.addresses import validate_address
@@ -53,26 +52,26 @@ from mimic.email.schemas import (
 from mimic.email.service import submit, submit_many
 
 AUTH_ERRORS = {
-    401: ResponseSpec(ErrorBody, description="Missing, unknown or revoked API key"),
+    401: error_spec("Missing, unknown or revoked API key"),
 }
 TENANT_ERRORS = {
     **AUTH_ERRORS,
-    403: ResponseSpec(ErrorBody, description="A tenant key naming another tenant"),
+    403: error_spec("A tenant key naming another tenant"),
 }
 ERRORS = {
-    400: ResponseSpec(ErrorBody, description="Malformed request"),
+    400: error_spec("Malformed request"),
     **TENANT_ERRORS,
-    422: ResponseSpec(ErrorBody, description="Unknown template, missing variable, bad address"),
+    422: error_spec("Unknown template, missing variable, bad address"),
 }
 CREDENTIAL_ERRORS = {
-    400: ResponseSpec(ErrorBody, description="Bad tenant id or provider"),
+    400: error_spec("Bad tenant id or provider"),
     **TENANT_ERRORS,
-    404: ResponseSpec(ErrorBody, description="No credential for this tenant and provider"),
+    404: error_spec("No credential for this tenant and provider"),
 }
 PREVIEW_ERRORS = {
-    400: ResponseSpec(ErrorBody, description="Malformed request"),
+    400: error_spec("Malformed request"),
     **AUTH_ERRORS,
-    422: ResponseSpec(ErrorBody, description="Unknown template or missing variable"),
+    422: error_spec("Unknown template or missing variable"),
 }
 SEND_EXAMPLE = Example(
     summary="The welcome template (succeeds in dev as is)",
@@ -124,7 +123,7 @@ class NotificationController(_Internal):
             "return the original response (with `Idempotent-Replayed: true`); the same key "
             "with another body is 409."
         ),
-        responses={**ERRORS, 409: ResponseSpec(ErrorBody, description="Key reused")},
+        responses={**ERRORS, 409: error_spec("Key reused")},
     )
     async def send_email(
         self,
@@ -158,7 +157,7 @@ class NotificationController(_Internal):
         ),
         responses={
             **ERRORS,
-            409: ResponseSpec(ErrorBody, description="A message's key reused with another body"),
+            409: error_spec("A message's key reused with another body"),
         },
     )
     async def send_batch(
@@ -189,9 +188,9 @@ class NotificationController(_Internal):
         summary="A notification with its status timeline",
         description="A tenant key sees only its own tenant's notifications (others are 404).",
         responses={
-            400: ResponseSpec(ErrorBody, description="The id is not a uuid"),
+            400: error_spec("The id is not a uuid"),
             **AUTH_ERRORS,
-            404: ResponseSpec(ErrorBody, description="No such notification"),
+            404: error_spec("No such notification"),
         },
     )
     async def get_one(
@@ -213,7 +212,7 @@ class NotificationController(_Internal):
             "An admin key lists every tenant's (or one tenant's, with `tenant_id`); a tenant "
             "key lists its own tenant's only."
         ),
-        responses={400: ResponseSpec(ErrorBody, description="Malformed cursor"), **TENANT_ERRORS},
+        responses={400: error_spec("Malformed cursor"), **TENANT_ERRORS},
     )
     async def list_all(
         self,
@@ -270,7 +269,7 @@ class CredentialController(_Internal):
     @put(
         "/",
         summary="Store a tenant's provider key (encrypted; never shown again)",
-        responses={**ERRORS, 503: ResponseSpec(ErrorBody, description="No encryption key")},
+        responses={**ERRORS, 503: error_spec("No encryption key")},
     )
     async def put_cred(
         self,
@@ -340,7 +339,7 @@ class SuppressionController(_Internal):
             "sees its own. `email` finds one address (the domain compares case-insensitively, "
             "the local part exactly)."
         ),
-        responses={400: ResponseSpec(ErrorBody, description="Malformed cursor"), **TENANT_ERRORS},
+        responses={400: error_spec("Malformed cursor"), **TENANT_ERRORS},
     )
     async def list_suppressions(
         self,
@@ -390,10 +389,10 @@ class SuppressionController(_Internal):
         summary="Take an address off a tenant's list (a complaint needs force=true)",
         description="The removal is written to the audit log, with the reason it had.",
         responses={
-            400: ResponseSpec(ErrorBody, description="Malformed query"),
+            400: error_spec("Malformed query"),
             **TENANT_ERRORS,
-            404: ResponseSpec(ErrorBody, description="Not suppressed for this tenant"),
-            409: ResponseSpec(ErrorBody, description="A complaint, and force is not true"),
+            404: error_spec("Not suppressed for this tenant"),
+            409: error_spec("A complaint, and force is not true"),
         },
     )
     async def remove_suppression(

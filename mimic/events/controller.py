@@ -8,13 +8,12 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from mimic.core.audit import audited
 from mimic.core.auth import current_key_id, require_admin_key
 from mimic.core.deps import Deps
-from mimic.core.errors import ErrorBody
+from mimic.core.errors import error_spec
 from mimic.events import admin
 from mimic.events.routing import RoutingTable
 from mimic.events.schemas import (
@@ -30,11 +29,11 @@ from mimic.events.schemas import (
 )
 
 ERRORS = {
-    400: ResponseSpec(ErrorBody, description="A bad filter, date, limit, id or cursor"),
-    401: ResponseSpec(ErrorBody, description="Missing, unknown or revoked API key"),
-    403: ResponseSpec(ErrorBody, description="A tenant key: these routes need an admin key"),
+    400: error_spec("A bad filter, date, limit, id or cursor"),
+    401: error_spec("Missing, unknown or revoked API key"),
+    403: error_spec("A tenant key: these routes need an admin key"),
 }
-NOT_FOUND = {404: ResponseSpec(ErrorBody, description="No such event or delivery")}
+NOT_FOUND = {404: error_spec("No such event or delivery")}
 Limit = Annotated[int, QueryParameter(ge=1, le=250, description="page size (1-250)")]
 Since = Annotated[
     datetime.datetime | None,
@@ -147,7 +146,7 @@ class GatewayAdminController(Controller):
         responses={
             **ERRORS,
             **NOT_FOUND,
-            409: ResponseSpec(ErrorBody, description="Not failed"),
+            409: error_spec("Not failed"),
         },
     )
     async def retry(

@@ -1,4 +1,13 @@
-"""Webhook endpoints: size limit -> verify -> parse -> one transaction -> 200."""
+"""Webhook endpoints: size limit -> verify -> parse -> group commit -> 200.
+
+They are Litestar ASGI routes, not HTTP route handlers: a webhook skips Litestar's parameter
+parsing, dependency injection and response pipeline, which cost about a third of the API's
+CPU per webhook (measured with `make bench`: 4,500 -> 6,600 webhooks/s at 16 connections).
+Errors still go through the app's one exception handler, so every refusal is the usual
+error body, and the request-id middleware wraps them like any route. Litestar documents only
+HTTP route handlers, so their OpenAPI operations are written here (:func:`document`), from
+the same table (:data:`ENDPOINTS`) that makes the routes.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +16,39 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, post
-from litestar.di import NamedDependency
-from litestar.exceptions.http_exceptions import RequestEntityTooLarge
-from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar import asgi
+from litestar.datastructures import Headers
+from litestar.enums import ScopeType
+from litestar.exceptions import MethodNotAllowedException
+from litestar.handlers import ASGIRouteHandler
+from litestar.openapi.spec import (
+    OpenAPI,
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    PathItem,
+    Reference,
+    RequestBody,
+    Schema,
+)
+from litestar.types import HTTPResponseStartEvent, Receive, Scope, Send
 
 from mimic.core import metrics
 from mimic.core.deps import Deps
 from mimic.core.errors import (
     BadRequest,
-    ErrorBody,
     NotConfigured,
     PayloadTooLarge,
     ServiceUnavailable,
     Unauthorized,
 )
-from mimic.core.settings import Secret
+from mimic.core.settings import Secret, WebhookSettings
 from mimic.events.ingest import ingest
 from mimic.events.routing import RoutingTable
 from mimic.events.schemas import IncomingEvent, WebhookAccepted
@@ -65,25 +86,6 @@ class PostmarkEventIn(msgspec.Struct, kw_only=True):
     MessageID: Key
 
 
-def raw_json_body(description: str, example: dict[str, Any]) -> type[Operation]:
-    """Documents the body of a handler that reads (and verifies) the raw bytes itself."""
-
-    @dataclasses.dataclass
-    class RawBody(Operation):
-        def __post_init__(self) -> None:
-            self.request_body = RequestBody(
-                required=True,
-                description=description,
-                content={
-                    "application/json": OpenAPIMediaType(
-                        schema=Schema(type=OpenAPIType.OBJECT), example=example
-                    )
-                },
-            )
-
-    return RawBody
-
-
 STRIPE_EXAMPLE: dict[str, Any] = {
     "id": "evt_1PqDemo0000000000000000",
     "object": "event",
@@ -107,12 +109,6 @@ POSTMARK_EXAMPLE: dict[str, Any] = {
     "DeliveredAt": "2026-11-26T10:00:00Z",
 }
 
-ERRORS = {
-    400: ResponseSpec(ErrorBody, description="Rejected: bad signature, header or JSON"),
-    413: ResponseSpec(ErrorBody, description="Body over WEBHOOK_MAX_BODY_BYTES"),
-    503: ResponseSpec(ErrorBody, description="Not stored; the provider should retry"),
-}
-
 
 @contextlib.contextmanager
 def counted_rejections(provider: str) -> Iterator[None]:
@@ -127,11 +123,24 @@ def counted_rejections(provider: str) -> Iterator[None]:
         raise
 
 
-async def read_body(request: Request[Any, Any, Any]) -> bytes:
-    try:
-        return await request.body()
-    except RequestEntityTooLarge:
-        raise PayloadTooLarge() from None
+async def read_body(receive: Receive, headers: Headers, limit: int) -> bytes:
+    """The whole body, or 413 as soon as it is known to be over ``limit`` bytes."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise BadRequest("the client disconnected before sending the body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def decode_event(body: bytes, schema: type[Any]) -> Any:
@@ -165,6 +174,89 @@ def postmark_event_id(payload: dict[str, Any]) -> str:
     return f"{record}:{payload.get('MessageID', '')}:{payload.get('Recipient', '')}:{when}"
 
 
+Body = Callable[[], Awaitable[bytes]]
+
+
+async def stripe_event(settings: WebhookSettings, headers: Headers, body: Body) -> IncomingEvent:
+    raw = await body()
+    header = headers.get("stripe-signature")
+    verify_stripe(
+        secret=require_secret(settings.stripe_secret, "STRIPE_WEBHOOK_SECRET"),
+        header=header,
+        body=raw,
+        now=time.time(),
+        tolerance=settings.stripe_tolerance_seconds,
+    )
+    event = decode_event(raw, StripeEventIn)
+    return IncomingEvent(
+        provider="stripe",
+        event_id=event.id,
+        event_type=event.type,
+        raw_body=raw,
+        payload_json=raw.decode(),
+        signature=header,
+    )
+
+
+async def resend_event(settings: WebhookSettings, headers: Headers, body: Body) -> IncomingEvent:
+    raw = await body()
+    msg_id = verify_svix(
+        secret=require_secret(settings.resend_secret, "RESEND_WEBHOOK_SECRET"),
+        headers=headers,
+        body=raw,
+        now=time.time(),
+    )
+    event = decode_event(raw, ResendEventIn)
+    return IncomingEvent(
+        provider="resend",
+        event_id=msg_id,
+        event_type=event.type,
+        raw_body=raw,
+        payload_json=raw.decode(),
+        signature=headers.get("svix-signature"),
+    )
+
+
+async def postmark_event(settings: WebhookSettings, headers: Headers, body: Body) -> IncomingEvent:
+    # Credentials first: an unauthenticated caller's body is not even read.
+    verify_basic_auth(
+        secret=require_secret(settings.postmark_secret, "POSTMARK_WEBHOOK_SECRET"),
+        header=headers.get("authorization"),
+    )
+    raw = await body()
+    event = decode_event(raw, PostmarkEventIn)
+    payload = msgspec.json.decode(raw)
+    return IncomingEvent(
+        provider="postmark",
+        event_id=postmark_event_id(payload),
+        event_type=event.RecordType,
+        raw_body=raw,
+        payload_json=raw.decode(),
+        signature=None,
+    )
+
+
+async def stripe_test_event(
+    settings: WebhookSettings, headers: Headers, body: Body
+) -> IncomingEvent:
+    """Dev only: an unsigned Stripe event; ``id`` defaults to evt_test_<random>."""
+    raw = await body()
+    event = decode_event(raw, StripeTestEventIn)
+    payload = msgspec.json.decode(raw)
+    if not isinstance(payload, dict):
+        raise BadRequest("event must be a JSON object", code="invalid_event")
+    event_id = event.id or f"evt_test_{uuid.uuid4().hex[:24]}"
+    payload["id"] = event_id
+    return IncomingEvent(
+        provider="stripe",
+        event_id=event_id,
+        event_type=event.type,
+        raw_body=raw,
+        payload_json=msgspec.json.encode(payload).decode(),
+        signature=None,
+    )
+
+
 async def accept(deps: Deps, routing: RoutingTable, event: IncomingEvent) -> WebhookAccepted:
     started = time.perf_counter()
     routes = routing.routes_for(event.provider, event.event_type)
@@ -175,172 +267,165 @@ async def accept(deps: Deps, routing: RoutingTable, event: IncomingEvent) -> Web
     return accepted
 
 
-class WebhookController(Controller):
-    path = BASE_PATH
-    tags = ["webhooks"]
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """One webhook route and its documentation."""
 
-    @post(
-        "/stripe",
-        status_code=200,
+    path: str
+    provider: str
+    parse: Callable[[WebhookSettings, Headers, Body], Awaitable[IncomingEvent]]
+    summary: str
+    description: str
+    body_description: str
+    example: dict[str, Any]
+    dev_only: bool = False
+    #: Refusals beyond 400, 413 and 503, by status: their descriptions.
+    more_errors: dict[int, str] = dataclasses.field(default_factory=dict)
+
+
+ENDPOINTS = [
+    Endpoint(
+        path="/stripe",
+        provider="stripe",
+        parse=stripe_event,
         summary="Receive a signed Stripe webhook",
-        operation_class=raw_json_body(
-            "A Stripe event, exactly as Stripe signed it", STRIPE_EXAMPLE
-        ),
         description=(
             "Verifies `Stripe-Signature` (any matching v1, ±STRIPE_TOLERANCE_SECONDS), stores "
             "the event and its raw body, and enqueues one job per route in the same "
             "transaction. 200 means committed; a duplicate event id answers "
             '`{"duplicate": true}` and creates nothing.'
         ),
-        responses=ERRORS,
-    )
-    async def stripe_webhook(
-        self,
-        request: Request[Any, Any, Any],
-        deps: NamedDependency[Deps],
-        routing: NamedDependency[RoutingTable],
-    ) -> WebhookAccepted:
-        settings = deps.settings.webhooks
-        with counted_rejections("stripe"):
-            body = await read_body(request)
-            header = request.headers.get("stripe-signature")
-            verify_stripe(
-                secret=require_secret(settings.stripe_secret, "STRIPE_WEBHOOK_SECRET"),
-                header=header,
-                body=body,
-                now=time.time(),
-                tolerance=settings.stripe_tolerance_seconds,
-            )
-            event = decode_event(body, StripeEventIn)
-        incoming = IncomingEvent(
-            provider="stripe",
-            event_id=event.id,
-            event_type=event.type,
-            raw_body=body,
-            payload_json=body.decode(),
-            signature=header,
-        )
-        return await accept(deps, routing, incoming)
-
-    @post(
-        "/resend",
-        status_code=200,
+        body_description="A Stripe event, exactly as Stripe signed it",
+        example=STRIPE_EXAMPLE,
+    ),
+    Endpoint(
+        path="/resend",
+        provider="resend",
+        parse=resend_event,
         summary="Receive a signed Resend (Svix) webhook",
-        operation_class=raw_json_body("A Resend event, exactly as Svix signed it", RESEND_EXAMPLE),
         description=(
             "Verifies the `svix-*` headers (±5 minutes), stores the event keyed by `svix-id` "
             "and queues `mimic.tasks.handle_email_delivery_event` for `email.*` events, which "
             "moves the matching notification's status and timeline. Same answers as Stripe's."
         ),
-        responses=ERRORS,
-    )
-    async def resend_webhook(
-        self,
-        request: Request[Any, Any, Any],
-        deps: NamedDependency[Deps],
-        routing: NamedDependency[RoutingTable],
-    ) -> WebhookAccepted:
-        with counted_rejections("resend"):
-            body = await read_body(request)
-            msg_id = verify_svix(
-                secret=require_secret(
-                    deps.settings.webhooks.resend_secret, "RESEND_WEBHOOK_SECRET"
-                ),
-                headers=request.headers,
-                body=body,
-                now=time.time(),
-            )
-            event = decode_event(body, ResendEventIn)
-        incoming = IncomingEvent(
-            provider="resend",
-            event_id=msg_id,
-            event_type=event.type,
-            raw_body=body,
-            payload_json=body.decode(),
-            signature=request.headers.get("svix-signature"),
-        )
-        return await accept(deps, routing, incoming)
-
-    @post(
-        "/postmark",
-        status_code=200,
+        body_description="A Resend event, exactly as Svix signed it",
+        example=RESEND_EXAMPLE,
+    ),
+    Endpoint(
+        path="/postmark",
+        provider="postmark",
+        parse=postmark_event,
         summary="Receive a Postmark webhook (HTTP Basic credentials in the webhook URL)",
-        operation_class=raw_json_body("A Postmark webhook record", POSTMARK_EXAMPLE),
         description=(
             "Postmark does not sign webhooks: configure the URL as "
             "`https://postmark:<POSTMARK_WEBHOOK_SECRET>@<host>/api/v1/gateway/webhooks/postmark`. "
             "Delivery, Bounce, SpamComplaint, Open and Click events update the matching "
             "notification. Wrong or missing credentials: 401, nothing stored."
         ),
-        responses={
-            **ERRORS,
-            401: ResponseSpec(ErrorBody, description="Missing or wrong credentials"),
-        },
-    )
-    async def postmark_webhook(
-        self,
-        request: Request[Any, Any, Any],
-        deps: NamedDependency[Deps],
-        routing: NamedDependency[RoutingTable],
-    ) -> WebhookAccepted:
-        with counted_rejections("postmark"):
-            verify_basic_auth(
-                secret=require_secret(
-                    deps.settings.webhooks.postmark_secret, "POSTMARK_WEBHOOK_SECRET"
-                ),
-                header=request.headers.get("authorization"),
-            )
-            body = await read_body(request)
-            event = decode_event(body, PostmarkEventIn)
-            payload = msgspec.json.decode(body)
-        incoming = IncomingEvent(
-            provider="postmark",
-            event_id=postmark_event_id(payload),
-            event_type=event.RecordType,
-            raw_body=body,
-            payload_json=body.decode(),
-            signature=None,
-        )
-        return await accept(deps, routing, incoming)
-
-
-class StripeTestController(Controller):
-    """Dev only: the app adds this controller only when MIMIC_ENV=dev (404 elsewhere)."""
-
-    path = BASE_PATH
-    tags = ["webhooks"]
-
-    @post(
-        "/stripe/test",
-        status_code=200,
+        body_description="A Postmark webhook record",
+        example=POSTMARK_EXAMPLE,
+        more_errors={401: "Missing or wrong credentials"},
+    ),
+    Endpoint(
+        path="/stripe/test",
+        provider="stripe",
+        parse=stripe_test_event,
         summary="Dev only: an unsigned Stripe event through the same pipeline",
-        operation_class=raw_json_body(
-            "A Stripe event without a signature; `type` is required, `id` optional",
-            STRIPE_TEST_EXAMPLE,
-        ),
         description="Exists only when MIMIC_ENV=dev (404 elsewhere). `id` defaults to evt_test_….",
-        responses=ERRORS,
-    )
-    async def stripe_test_webhook(
-        self,
-        request: Request[Any, Any, Any],
-        deps: NamedDependency[Deps],
-        routing: NamedDependency[RoutingTable],
-    ) -> WebhookAccepted:
-        with counted_rejections("stripe"):
-            body = await read_body(request)
-            event = decode_event(body, StripeTestEventIn)
-            payload = msgspec.json.decode(body)
-            if not isinstance(payload, dict):
-                raise BadRequest("event must be a JSON object", code="invalid_event")
-        event_id = event.id or f"evt_test_{uuid.uuid4().hex[:24]}"
-        payload["id"] = event_id
-        incoming = IncomingEvent(
-            provider="stripe",
-            event_id=event_id,
-            event_type=event.type,
-            raw_body=body,
-            payload_json=msgspec.json.encode(payload).decode(),
-            signature=None,
+        body_description="A Stripe event without a signature; `type` is required, `id` optional",
+        example=STRIPE_TEST_EXAMPLE,
+        dev_only=True,
+    ),
+]
+
+
+def _endpoints(dev: bool) -> list[Endpoint]:
+    """The dev-only endpoint exists (routed and documented) only when MIMIC_ENV=dev."""
+    return [e for e in ENDPOINTS if dev or not e.dev_only]
+
+
+def _route(endpoint: Endpoint, routing: RoutingTable) -> ASGIRouteHandler:
+    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or scope["method"] != "POST":
+            raise MethodNotAllowedException(headers={"Allow": "POST"})
+        deps: Deps = scope["litestar_app"].state.deps
+        settings = deps.settings.webhooks
+        headers = Headers.from_scope(scope)
+
+        def body() -> Awaitable[bytes]:
+            return read_body(receive, headers, settings.max_body_bytes)
+
+        with counted_rejections(endpoint.provider):
+            event = await endpoint.parse(settings, headers, body)
+        answer = msgspec.json.encode(await accept(deps, routing, event))
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(answer)).encode()),
+            ],
+        }
+        await send(start)
+        await send({"type": "http.response.body", "body": answer, "more_body": False})
+
+    return asgi(BASE_PATH + endpoint.path, copy_scope=False, name=f"webhook{endpoint.path}")(handle)
+
+
+def webhook_routes(routing: RoutingTable, *, dev: bool) -> list[ASGIRouteHandler]:
+    return [_route(endpoint, routing) for endpoint in _endpoints(dev)]
+
+
+def _json(schema: Schema | Reference) -> dict[str, OpenAPIMediaType]:
+    return {"application/json": OpenAPIMediaType(schema=schema)}
+
+
+ERROR_BODY = Reference(ref="#/components/schemas/ErrorBody")
+ERRORS = {
+    400: "Rejected: bad signature, header or JSON",
+    413: "Body over WEBHOOK_MAX_BODY_BYTES",
+    503: "Not stored; the provider should retry",
+}
+ACCEPTED = Schema(
+    type=OpenAPIType.OBJECT,
+    title="WebhookAccepted",
+    required=["duplicate", "event_id"],
+    properties={
+        "event_id": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.UUID),
+        "duplicate": Schema(type=OpenAPIType.BOOLEAN),
+    },
+)
+
+
+def document(openapi: OpenAPI, *, dev: bool) -> None:
+    """Add the webhook operations to the app's OpenAPI document (once, before serving)."""
+    assert openapi.components.schemas is not None
+    openapi.components.schemas["WebhookAccepted"] = ACCEPTED
+    for endpoint in _endpoints(dev):
+        responses: dict[str, OpenAPIResponse | Reference] = {
+            "200": OpenAPIResponse(
+                description="Stored (or a duplicate of an event already stored)",
+                content=_json(Reference(ref="#/components/schemas/WebhookAccepted")),
+            )
+        }
+        for status, text in {**ERRORS, **endpoint.more_errors}.items():
+            responses[str(status)] = OpenAPIResponse(description=text, content=_json(ERROR_BODY))
+        operation = Operation(
+            tags=["webhooks"],
+            summary=endpoint.summary,
+            description=endpoint.description,
+            operation_id=f"webhook{endpoint.path.title().replace('/', '')}",
+            request_body=RequestBody(
+                required=True,
+                description=endpoint.body_description,
+                content={
+                    "application/json": OpenAPIMediaType(
+                        schema=Schema(type=OpenAPIType.OBJECT), example=endpoint.example
+                    )
+                },
+            ),
+            responses=responses,
         )
-        return await accept(deps, routing, incoming)
+        if openapi.paths is None:
+            openapi.paths = {}
+        openapi.paths[BASE_PATH + endpoint.path] = PathItem(post=operation)

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -226,6 +226,44 @@ async def test_body_over_the_limit_is_413_logged_counted_and_not_stored(
     assert (await table_counts(database_url))["webhook_events"] == 0
     assert rejected("payload_too_large") == before + 1
     assert "payload_too_large" in caplog.text
+
+
+async def test_a_streamed_body_over_the_limit_is_413_without_a_length(database_url: str) -> None:
+    """Chunked, no Content-Length: the limit is enforced while reading, through real uvicorn."""
+    settings = make_settings(database_url, WEBHOOK_MAX_BODY_BYTES="1024")
+    body = stripe_event("invoice.paid", id="evt_chunked", padding="x" * 4000)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 500):
+            yield body[start : start + 500]
+
+    async with live_api(settings) as base, httpx.AsyncClient(base_url=base) as http:
+        response = await http.post(URL, content=chunks(), headers=stripe_headers(body))
+        small = stripe_event("invoice.paid", id="evt_chunked_small")
+
+        async def small_chunks() -> AsyncIterator[bytes]:
+            yield small[:100]
+            yield small[100:]
+
+        fine = await http.post(URL, content=small_chunks(), headers=stripe_headers(small))
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413
+    assert response.json()["error"] == "payload_too_large"
+    assert fine.status_code == 200, fine.text  # chunks under the limit are joined and stored
+    assert (await table_counts(database_url))["webhook_events"] == 1
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_a_webhook_route_answers_other_methods_405(
+    client: AsyncTestClient[Litestar], database_url: str, method: str
+) -> None:
+    body = stripe_event("invoice.paid")
+    response = await client.request(method, URL, content=body, headers=stripe_headers(body))
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+    assert response.headers["allow"] == "POST"
+    assert response.headers["x-request-id"]
+    assert (await table_counts(database_url))["webhook_events"] == 0
 
 
 async def test_body_at_the_limit_is_accepted(database_url: str) -> None:
