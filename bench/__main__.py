@@ -25,68 +25,26 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import httpx
 import uvicorn
-from stripe import WebhookSignature
 
 from bench.email import SmtpCounter, accept_sends, reference
 from bench.ingest import CLEANUP as PGBENCH_CLEANUP
-from bench.ingest import peak_rss_mb, pgbench_tps, stripe_event
+from bench.ingest import peak_rss_mb, pgbench_tps
+from bench.load import SECRET, Connection, signed_request
 from mimic.core.embedded import start_embedded
 from mimic.core.migrate import load_steps, migrate
 from mimic.core.pagination import encode_cursor
-
-SECRET = "whsec_bench_only_secret"
-PATH = "/api/v1/gateway/webhooks/stripe"
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def signed_request(port: int, event_type: str = "invoice.paid") -> tuple[bytes, str]:
-    event_id = f"evt_bench_{uuid.uuid4().hex}"
-    body = json.dumps(stripe_event(event_id, event_type, int(time.time())))
-    sig = WebhookSignature.generate_signature_header(body, SECRET)
-    head = (
-        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: application/json\r\nStripe-Signature: {sig}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body.encode(), event_id
-
-
-class Connection:
-    """A minimal keep-alive HTTP/1.1 client: the generator must cost less than the server."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, port: int) -> Connection:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer)
-
-    async def send(self, request: bytes) -> int:
-        self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":", 1)[1])
-        await self.reader.readexactly(length)
-        return status
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -103,37 +61,36 @@ def report(name: str, latencies: list[float]) -> str:
     )
 
 
+async def load(port: int, requests: int, concurrency: int) -> dict[str, Any]:
+    """Run the load generator (bench/load.py, a process of its own) and read its figures."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.load",
+        f"--port={port}",
+        f"--requests={requests}",
+        f"--concurrency={concurrency}",
+        stdout=subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"the load generator failed (exit {proc.returncode})")
+    result: dict[str, Any] = json.loads(out)
+    if set(result["statuses"]) != {"200"}:
+        raise SystemExit(f"webhooks were refused: {result['statuses']}")
+    return result
+
+
 async def throughput(port: int, requests: int, concurrency: int) -> tuple[float, float]:
     """Signed webhooks through keep-alive connections: (webhooks/s, p99 latency in ms)."""
-    prepared = [signed_request(port)[0] for _ in range(requests)]
-    connections = [await Connection.open(port) for _ in range(concurrency)]
-    # Warm-up: connections, pool, caches.
-    for conn in connections:
-        assert await conn.send(signed_request(port)[0]) == 200
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    queue = iter(prepared)
-
-    async def drive(conn: Connection) -> None:
-        for request in queue:
-            started = time.perf_counter()
-            status = await conn.send(request)
-            latencies.append(time.perf_counter() - started)
-            statuses[status] = statuses.get(status, 0) + 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(drive(conn) for conn in connections))
-    elapsed = time.perf_counter() - started
-    for conn in connections:
-        conn.close()
-    if set(statuses) != {200}:
-        raise SystemExit(f"webhooks were refused: {statuses}")
+    result = await load(port, requests, concurrency)
+    rate = requests / result["elapsed"]
     print(
         f"  mimic api: {requests} signed Stripe webhooks at concurrency {concurrency} in "
-        f"{elapsed:.2f} s = {requests / elapsed:.0f} webhooks/s"
+        f"{result['elapsed']:.2f} s = {rate:.0f} webhooks/s"
     )
-    print("    " + report("latency", latencies))
-    return requests / elapsed, percentile([v * 1000 for v in latencies], 99)
+    print("    " + report("latency", result["latencies"]))
+    return rate, percentile([v * 1000 for v in result["latencies"]], 99)
 
 
 def inkpass_app(arrivals: dict[str, float]) -> Callable[..., Awaitable[None]]:
@@ -281,17 +238,7 @@ async def defer_noops(dsn: str, count: int) -> None:
 
 async def ingest_only(port: int, requests: int, concurrency: int) -> None:
     """A backlog of signed webhooks through the API, not timed."""
-    prepared = [signed_request(port)[0] for _ in range(requests)]
-    connections = [await Connection.open(port) for _ in range(concurrency)]
-    queue = iter(prepared)
-
-    async def drive(conn: Connection) -> None:
-        for request in queue:
-            assert await conn.send(request) == 200
-
-    await asyncio.gather(*(drive(conn) for conn in connections))
-    for conn in connections:
-        conn.close()
+    await load(port, requests, concurrency)
 
 
 FILL_EVENTS = """

@@ -88,7 +88,7 @@ async def reference(port: int, count: int, concurrency: int) -> tuple[float, flo
 
 async def accept_sends(api_port: int, key: str, count: int, concurrency: int) -> float:
     """Queue ``count`` sends through the API (keep-alive connections); returns sends/s."""
-    from bench.__main__ import Connection
+    from bench.load import Connection
 
     def request(i: int) -> bytes:
         body = json.dumps(

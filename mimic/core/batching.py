@@ -1,10 +1,11 @@
 """Group commit: requests that arrive while a commit is in flight are stored together.
 
 A writer (the webhook ingest, the email API) hands its item to :class:`GroupCommit` and
-awaits the result. When no commit is in flight the item's own commit starts at once (a lone
-request waits for nobody); items that arrive meanwhile queue, and the next commit stores all
-of them with one ``store`` call (one transaction). Every caller is answered only after the
-commit that stored its item.
+awaits the result. When no commit is in flight the item's own commit starts at once, in the
+caller's task (a lone request waits for nobody and hops to no other task); items that arrive
+meanwhile queue, and the next commit stores all of them with one ``store`` call (one
+transaction), in a task of its own. Every caller is answered only after the commit that
+stored its item.
 
 If Postgres refuses a value (``InvalidInput``) the batch is stored again one item at a time,
 so the bad item fails by itself and its neighbours are stored.
@@ -40,7 +41,9 @@ class GroupCommit(Generic[T, R]):
     def __init__(self, name: str, store: Callable[[Sequence[T]], Awaitable[Sequence[R]]]) -> None:
         self._name, self._store = name, store
         self._queue: list[_Pending[T, R]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        #: A commit is in flight (a caller's own, or the flusher's).
+        self._busy = False
+        self._flusher: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
 
     @property
     def waiting(self) -> int:
@@ -49,13 +52,27 @@ class GroupCommit(Generic[T, R]):
 
     async def submit(self, item: T) -> R:
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(item, done))
-        if self._flusher is None:
-            # Its own task: a request that goes away (client disconnect) cannot cut the
-            # commit of the others short.
+        pending = _Pending(item, done)
+        if self._busy:
+            self._queue.append(pending)
+            # shield: this request's cancellation must not cancel the shared future.
+            return await asyncio.shield(done)
+        # Nothing in flight: this caller commits its own item in its own task, so if it goes
+        # away it cuts short only its own commit. Whoever queues meanwhile is stored next by
+        # the flusher task.
+        self._busy = True
+        try:
+            await self._commit([pending])
+        finally:
+            self._hand_over()
+        return done.result()
+
+    def _hand_over(self) -> None:
+        """After a caller's own commit: the flusher takes what queued meanwhile."""
+        if self._queue:
             self._flusher = asyncio.create_task(self._flush(), name=f"{self._name} commit")
-        # shield: this request's cancellation must not cancel the shared future.
-        return await asyncio.shield(done)
+        else:
+            self._busy = False
 
     async def _flush(self) -> None:
         try:
@@ -68,7 +85,7 @@ class GroupCommit(Generic[T, R]):
             self._queue = []
             raise
         finally:
-            self._flusher = None
+            self._busy, self._flusher = False, None
 
     async def _commit(self, batch: list[_Pending[T, R]]) -> None:
         metrics.group_commit_size.labels(self._name).observe(len(batch))

@@ -97,3 +97,24 @@ async def test_callers_still_waiting_are_cancelled_when_the_commit_is_cut_off() 
     for caller in (second, third):
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(caller, timeout=5)
+
+
+async def test_a_lone_caller_commits_in_its_own_task_and_hands_over_when_cut_off() -> None:
+    """No commit in flight: the caller's own commit runs in its task (no flusher task). If
+    that caller is cancelled mid-commit, only its item is cut off: the items that queued
+    meanwhile are still stored, by the flusher."""
+    store = GatedStore()
+    commit: GroupCommit[int, int] = GroupCommit("unit", store)
+    first = asyncio.create_task(commit.submit(1))
+    await settle()
+    assert store.calls == [[1]]
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "unit commit"]
+    rest = [asyncio.create_task(commit.submit(i)) for i in (2, 3)]
+    await settle()
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    store.gate.set()
+    assert await asyncio.gather(*rest) == [20, 30]
+    assert store.calls == [[1], [2, 3]]
+    assert await commit.submit(4) == 40  # and the next lone caller starts afresh
