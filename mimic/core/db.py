@@ -183,6 +183,7 @@ class Database:
         self.pool = pool
         #: Each writer's group commit on this pool, by name (see core.batching).
         self.group_commits: dict[str, Any] = {}
+        self._pinned: dict[str, tuple[PoolConnectionProxy[Any], Connection]] = {}
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
@@ -198,6 +199,28 @@ class Database:
     async def transaction(self) -> AsyncIterator[Connection]:
         async with self.connection() as conn, conn.transaction():
             yield conn
+
+    @contextlib.asynccontextmanager
+    async def pinned(self, name: str) -> AsyncIterator[Connection]:
+        """A pooled connection kept between the calls of one sequential writer (a group
+        commit, which has one commit in flight at a time): each call skips the pool's
+        acquire and release, whose release alone costs a task and two event-loop turns.
+        After any failure but a refused value the connection goes back to the pool (which
+        discards a broken one) and the next call takes another. Not for concurrent use."""
+        found = self._pinned.get(name)
+        if found is None:
+            with translate():
+                raw = await self.pool.acquire()
+            found = self._pinned[name] = (raw, Connection(raw))
+        try:
+            yield found[1]
+        except InvalidInput:
+            raise  # the statement was refused; the connection is fine
+        except BaseException:
+            self._pinned.pop(name, None)
+            with contextlib.suppress(Exception):
+                await self.pool.release(found[0])
+            raise
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         with translate():
@@ -235,4 +258,8 @@ class Database:
                 return total
 
     async def close(self) -> None:
+        pinned, self._pinned = list(self._pinned.values()), {}
+        for raw, _ in pinned:
+            with contextlib.suppress(Exception):
+                await self.pool.release(raw)
         await self.pool.close()

@@ -31,8 +31,8 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
         raise ValueError("settings need a database URL (see mimic.core.embedded.resolve_database)")
     pool = await create_pool(settings.database.url.get(), max_size=settings.database.pool_max_size)
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
+    db = Database(pool)
     try:
-        db = Database(pool)
         email = settings.email
         policy = Policy(
             email.circuit_failures, email.circuit_window_seconds, email.circuit_cooldown_seconds
@@ -46,4 +46,4 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
         )
     finally:
         await http.aclose()
-        await pool.close()
+        await db.close()

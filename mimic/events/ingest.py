@@ -66,12 +66,13 @@ async def _store(db: Database, batch: Sequence[_Item]) -> list[WebhookAccepted]:
             first[key] = new_id = uuid.uuid4()
             rows.append((new_id, item.event, bool(item.routes)))
             deliveries += [(new_id, uuid.uuid4(), route) for route in item.routes]
-    stored = await repository.store_events(db, rows, deliveries)
-    found = stored.existing
-    unseen = [k for k, i in first.items() if i not in stored.inserted and k not in found]
-    if unseen:
-        # Committed by a concurrent request while this statement waited on the index.
-        found = {**found, **await repository.find_event_ids(db, unseen)}
+    async with db.pinned(WRITER) as conn:  # one commit in flight at a time
+        stored = await repository.store_events(conn, rows, deliveries)
+        found = stored.existing
+        unseen = [k for k, i in first.items() if i not in stored.inserted and k not in found]
+        if unseen:
+            # Committed by a concurrent request while this statement waited on the index.
+            found = {**found, **await repository.find_event_ids(conn, unseen)}
     results: list[WebhookAccepted] = []
     answered: set[tuple[str, str]] = set()
     for item in batch:

@@ -37,7 +37,7 @@ class Stored(msgspec.Struct, frozen=True):
 
 
 async def store_events(
-    db: Database,
+    db: Connection | Database,
     events: Sequence[tuple[uuid.UUID, IncomingEvent, bool]],
     deliveries: Sequence[tuple[uuid.UUID, uuid.UUID, Route]],
 ) -> Stored:

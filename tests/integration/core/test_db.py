@@ -16,8 +16,9 @@ from mimic.core.errors import Conflict, DatabaseError, DatabaseUnavailable, Inva
 @pytest.fixture
 async def database(database_url: str) -> AsyncIterator[Database]:
     pool = await create_pool(database_url, max_size=2)
-    yield Database(pool)
-    await pool.close()
+    database = Database(pool)
+    yield database
+    await database.close()
 
 
 async def test_a_value_postgres_refuses_is_invalid_input(database: Database) -> None:
@@ -87,3 +88,28 @@ async def test_no_asyncpg_exception_escapes(database: Database) -> None:
             pytest.fail(f"{query!r} leaked {type(exc).__name__}")
         except (InvalidInput, DatabaseError):
             pass
+
+
+async def test_a_pinned_connection_is_kept_until_it_breaks(
+    database: Database, db: asyncpg.Connection
+) -> None:
+    """A group commit's connection stays out of the pool between its calls; a refused value
+    keeps it; a connection cut by the server is given back, and the next call takes a
+    working one. Closing the database gives the pinned connection back (no hang)."""
+
+    async def backend() -> int:
+        async with database.pinned("unit") as conn:
+            return int(await conn.fetchval("SELECT pg_backend_pid()"))
+
+    first = await backend()
+    assert await backend() == first
+    with pytest.raises(InvalidInput):
+        async with database.pinned("unit") as conn:
+            await conn.fetchval("SELECT $1::text::int", "x")
+    assert await backend() == first
+    await db.execute("SELECT pg_terminate_backend($1)", first)
+    with pytest.raises(DatabaseUnavailable):
+        await backend()
+    second = await backend()
+    assert second != first
+    await asyncio.wait_for(database.close(), timeout=10)
