@@ -88,7 +88,7 @@ async def reference(port: int, count: int, concurrency: int) -> tuple[float, flo
 
 async def accept_sends(api_port: int, key: str, count: int, concurrency: int) -> float:
     """Queue ``count`` sends through the API (keep-alive connections); returns sends/s."""
-    from bench.load import Connection
+    from bench.load import replay
 
     def request(i: int) -> bytes:
         body = json.dumps(
@@ -105,20 +105,8 @@ async def accept_sends(api_port: int, key: str, count: int, concurrency: int) ->
         ).encode()
         return head + body
 
-    prepared = iter([request(i) for i in range(count)])
-    connections = [await Connection.open(api_port) for _ in range(concurrency)]
-    statuses: dict[int, int] = {}
-
-    async def drive(conn: Connection) -> None:
-        for raw in prepared:
-            status = await conn.send(raw)
-            statuses[status] = statuses.get(status, 0) + 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(drive(c) for c in connections))
-    elapsed = time.perf_counter() - started
-    for conn in connections:
-        conn.close()
+    result = await replay(api_port, [request(i) for i in range(count)], concurrency)
+    statuses, elapsed = result["statuses"], float(result["elapsed"])
     if set(statuses) != {202}:
         raise SystemExit(f"sends were refused: {statuses}")
     return count / elapsed

@@ -16,7 +16,7 @@ import json
 import re
 import time
 import uuid
-from typing import cast
+from typing import Any, cast
 
 import uvloop
 from stripe import WebhookSignature
@@ -91,16 +91,19 @@ class Connection(asyncio.Protocol):
             self._transport.close()
 
 
-async def drive(port: int, requests: int, concurrency: int) -> dict[str, object]:
-    """Send ``requests`` signed webhooks over ``concurrency`` connections, after one warm-up
-    request per connection (connections, pool, caches)."""
-    prepared = [signed_request(port)[0] for _ in range(requests)]
+async def replay(
+    port: int, requests: list[bytes], concurrency: int, *, warm_up: bytes | None = None
+) -> dict[str, Any]:
+    """Send prepared requests over ``concurrency`` keep-alive connections (after one
+    ``warm_up`` request per connection, if given: connections, pool, caches): the elapsed
+    time, each latency and the statuses seen."""
     connections = [await Connection.open(port) for _ in range(concurrency)]
-    for conn in connections:
-        await conn.send(signed_request(port)[0])
+    if warm_up is not None:
+        for conn in connections:
+            await conn.send(warm_up)
     latencies: list[float] = []
     statuses: dict[int, int] = {}
-    queue = iter(prepared)
+    queue = iter(requests)
 
     async def one(conn: Connection) -> None:
         for request in queue:
@@ -115,6 +118,12 @@ async def drive(port: int, requests: int, concurrency: int) -> dict[str, object]
     for conn in connections:
         conn.close()
     return {"elapsed": elapsed, "latencies": latencies, "statuses": statuses}
+
+
+async def drive(port: int, requests: int, concurrency: int) -> dict[str, Any]:
+    """Signed webhooks, each with a fresh event id."""
+    prepared = [signed_request(port)[0] for _ in range(requests)]
+    return await replay(port, prepared, concurrency, warm_up=signed_request(port)[0])
 
 
 def main() -> None:
