@@ -126,7 +126,7 @@ def counted_rejections(provider: str) -> Iterator[None]:
 async def read_body(receive: Receive, headers: Headers, limit: int) -> bytes:
     """The whole body, or 413 as soon as it is known to be over ``limit`` bytes."""
     declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge()
     chunks: list[bytes] = []
     size = 0
