@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from importlib import resources
 from typing import Any, TypeVar
@@ -39,6 +40,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # A connection whose server went away between two statements can be caught mid-state
+    # ("cannot switch to state ..."): as gone as a closed one.
+    asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
@@ -176,6 +180,28 @@ def as_structs(rows: Sequence[asyncpg.Record], type_: type[T]) -> list[T]:
     return [as_struct(row, type_) for row in rows]
 
 
+#: A pinned connection goes back to the pool after this many calls, or this long unused.
+PINNED_USES = 1000
+PINNED_IDLE_SECONDS = 30.0
+
+
+class _Lease:
+    """A connection pinned by Database.pinned, with its use count and last use."""
+
+    __slots__ = ("conn", "last_used", "raw", "uses")
+
+    def __init__(self, raw: PoolConnectionProxy[Any]) -> None:
+        self.raw, self.conn = raw, Connection(raw)
+        self.uses = 0
+        self.last_used = time.monotonic()
+
+    def closed(self) -> bool:
+        try:
+            return self.raw.is_closed()
+        except asyncpg.InterfaceError:
+            return True  # the pool took it back when it closed (a detached proxy)
+
+
 class Database:
     """The process's pool, whose every call is translated; one instance per process."""
 
@@ -183,7 +209,7 @@ class Database:
         self.pool = pool
         #: Each writer's group commit on this pool, by name (see core.batching).
         self.group_commits: dict[str, Any] = {}
-        self._pinned: dict[str, tuple[PoolConnectionProxy[Any], Connection]] = {}
+        self._pinned: dict[str, _Lease] = {}
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
@@ -205,22 +231,43 @@ class Database:
         """A pooled connection kept between the calls of one sequential writer (a group
         commit, which has one commit in flight at a time): each call skips the pool's
         acquire and release, whose release alone costs a task and two event-loop turns.
-        After any failure but a refused value the connection goes back to the pool (which
-        discards a broken one) and the next call takes another. Not for concurrent use."""
-        found = self._pinned.get(name)
-        if found is None:
+
+        It goes back to the pool (which discards a broken one) after any failure but a
+        refused value, after PINNED_USES calls and when it was idle PINNED_IDLE_SECONDS, so
+        the pool's own upkeep (reconnecting, recycling) still reaches it; one found closed is
+        replaced at once. A pool of one connection is never pinned. Not for concurrent use."""
+        if self.pool.get_max_size() < 2:
+            async with self.connection() as conn:
+                yield conn
+            return
+        lease = self._pinned.get(name)
+        if lease is not None and (
+            lease.closed()
+            or lease.uses >= PINNED_USES
+            or time.monotonic() - lease.last_used > PINNED_IDLE_SECONDS
+        ):
+            del self._pinned[name]
+            await self._give_back(lease)
+            lease = None
+        if lease is None:
             with translate():
                 raw = await self.pool.acquire()
-            found = self._pinned[name] = (raw, Connection(raw))
+            lease = self._pinned[name] = _Lease(raw)
+        lease.uses += 1
         try:
-            yield found[1]
+            yield lease.conn
         except InvalidInput:
             raise  # the statement was refused; the connection is fine
         except BaseException:
             self._pinned.pop(name, None)
-            with contextlib.suppress(Exception):
-                await self.pool.release(found[0])
+            await self._give_back(lease)
             raise
+        finally:
+            lease.last_used = time.monotonic()
+
+    async def _give_back(self, lease: _Lease) -> None:
+        with contextlib.suppress(Exception):
+            await self.pool.release(lease.raw)
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         with translate():
@@ -259,7 +306,6 @@ class Database:
 
     async def close(self) -> None:
         pinned, self._pinned = list(self._pinned.values()), {}
-        for raw, _ in pinned:
-            with contextlib.suppress(Exception):
-                await self.pool.release(raw)
+        for lease in pinned:
+            await self._give_back(lease)
         await self.pool.close()

@@ -272,6 +272,8 @@ class Endpoint:
     """One webhook route and its documentation."""
 
     path: str
+    #: Kept from the Litestar handlers these routes were (generated clients use them).
+    operation_id: str
     provider: str
     parse: Callable[[WebhookSettings, Headers, Body], Awaitable[IncomingEvent]]
     summary: str
@@ -286,6 +288,7 @@ class Endpoint:
 ENDPOINTS = [
     Endpoint(
         path="/stripe",
+        operation_id="ApiV1GatewayWebhooksStripeStripeWebhook",
         provider="stripe",
         parse=stripe_event,
         summary="Receive a signed Stripe webhook",
@@ -300,6 +303,7 @@ ENDPOINTS = [
     ),
     Endpoint(
         path="/resend",
+        operation_id="ApiV1GatewayWebhooksResendResendWebhook",
         provider="resend",
         parse=resend_event,
         summary="Receive a signed Resend (Svix) webhook",
@@ -313,6 +317,7 @@ ENDPOINTS = [
     ),
     Endpoint(
         path="/postmark",
+        operation_id="ApiV1GatewayWebhooksPostmarkPostmarkWebhook",
         provider="postmark",
         parse=postmark_event,
         summary="Receive a Postmark webhook (HTTP Basic credentials in the webhook URL)",
@@ -328,6 +333,7 @@ ENDPOINTS = [
     ),
     Endpoint(
         path="/stripe/test",
+        operation_id="ApiV1GatewayWebhooksStripeTestStripeTestWebhook",
         provider="stripe",
         parse=stripe_test_event,
         summary="Dev only: an unsigned Stripe event through the same pipeline",
@@ -414,7 +420,7 @@ def document(openapi: OpenAPI, *, dev: bool) -> None:
             tags=["webhooks"],
             summary=endpoint.summary,
             description=endpoint.description,
-            operation_id=f"webhook{endpoint.path.title().replace('/', '')}",
+            operation_id=endpoint.operation_id,
             request_body=RequestBody(
                 required=True,
                 description=endpoint.body_description,

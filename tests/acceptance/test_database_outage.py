@@ -54,6 +54,7 @@ async def test_a_postgres_crash_loses_nothing_and_the_worker_carries_on(
     api_url, worker_ready = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{health_port}/readyz"
     answers: dict[str, int] = {}
     answered_at: dict[str, float] = {}
+    sent_at: dict[str, float] = {}
     bodies: dict[str, bytes] = {}
     try:
         await wait_for(lambda: answers_200(f"{api_url}/readyz"), within=60)
@@ -66,16 +67,18 @@ async def test_a_postgres_crash_loses_nothing_and_the_worker_carries_on(
                 while not done_sending.is_set():
                     event_id = f"evt_{uuid.uuid4().hex}"
                     body = bodies[event_id] = stripe_event("invoice.paid", id=event_id)
+                    sent_at[event_id] = time.monotonic()
                     try:
                         response = await http.post(URL, content=body, headers=stripe_headers(body))
                         answers[event_id] = response.status_code
-                        answered_at[event_id] = time.monotonic()
                     except httpx.TransportError:
                         answers[event_id] = 0  # no answer: the provider would retry
+                    answered_at[event_id] = time.monotonic()
                     await asyncio.sleep(0.02)
 
         sending = asyncio.create_task(send_steadily())
         await asyncio.sleep(1.5)
+        crashing_at = time.monotonic()
         await asyncio.to_thread(postgres.crash)
         crashed_at = time.monotonic()
 
@@ -111,6 +114,9 @@ async def test_a_postgres_crash_loses_nothing_and_the_worker_carries_on(
             # off after Postgres made it durable and before it answered.
             in_doubt = refused & stored.keys()
             assert len(in_doubt) <= 1, f"refused events were stored: {len(in_doubt)}"
+            for event_id in in_doubt:  # ... and only the one in flight when the server died
+                assert sent_at[event_id] <= crashed_at
+                assert answered_at[event_id] >= crashing_at
 
             # The provider retries every refused event: each is answered 200 and stored once;
             # the one in doubt, if any, as a duplicate of the row already stored.

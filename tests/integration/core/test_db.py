@@ -94,8 +94,8 @@ async def test_a_pinned_connection_is_kept_until_it_breaks(
     database: Database, db: asyncpg.Connection
 ) -> None:
     """A group commit's connection stays out of the pool between its calls; a refused value
-    keeps it; a connection cut by the server is given back, and the next call takes a
-    working one. Closing the database gives the pinned connection back (no hang)."""
+    keeps it; one closed by the server is replaced without a failure; any other failure
+    gives it back to the pool. Closing the database gives it back too (no hang)."""
 
     async def backend() -> int:
         async with database.pinned("unit") as conn:
@@ -103,13 +103,38 @@ async def test_a_pinned_connection_is_kept_until_it_breaks(
 
     first = await backend()
     assert await backend() == first
+    assert database.pool.get_idle_size() == 0  # held, not idle in the pool
     with pytest.raises(InvalidInput):
         async with database.pinned("unit") as conn:
             await conn.fetchval("SELECT $1::text::int", "x")
     assert await backend() == first
+
     await db.execute("SELECT pg_terminate_backend($1)", first)
-    with pytest.raises(DatabaseUnavailable):
-        await backend()
-    second = await backend()
+
+    async def closed() -> bool:
+        await asyncio.sleep(0.05)
+        probe = await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", first)
+        return bool(probe == 0)
+
+    while not await closed():
+        pass
+    await asyncio.sleep(0.2)  # the client side notices the closed socket
+    second = await backend()  # replaced at once: no 503 for a connection found closed
     assert second != first
+
+    with pytest.raises(RuntimeError):
+        async with database.pinned("unit"):
+            raise RuntimeError("the caller's own failure")
+    assert database.pool.get_idle_size() == 1  # given back
     await asyncio.wait_for(database.close(), timeout=10)
+
+
+async def test_a_pool_of_one_is_never_pinned(database_url: str) -> None:
+    """With MIMIC_DB_POOL_MAX_SIZE=1 a pinned connection would starve every other query."""
+    database = Database(await create_pool(database_url, max_size=1))
+    try:
+        async with database.pinned("unit") as conn:
+            await conn.fetchval("SELECT 1")
+        assert await asyncio.wait_for(database.fetchval("SELECT 2"), timeout=5) == 2
+    finally:
+        await database.close()
