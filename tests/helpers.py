@@ -227,3 +227,42 @@ async def table_counts(database_url: str) -> dict[str, int]:
         }
     finally:
         await conn.close()
+
+
+def group_commit_sizes(writer: str) -> tuple[float, float]:
+    """(transactions, items) counted by mimic_group_commit_size{writer} so far."""
+    from prometheus_client import REGISTRY
+
+    labels = {"writer": writer}
+    count = REGISTRY.get_sample_value("mimic_group_commit_size_count", labels) or 0.0
+    total = REGISTRY.get_sample_value("mimic_group_commit_size_sum", labels) or 0.0
+    return count, total
+
+
+@contextlib.asynccontextmanager
+async def commit_held(database_url: str, table: str) -> AsyncIterator[asyncpg.Connection]:
+    """Inside, a SHARE lock on ``table`` holds every INSERT into it (so a group commit's
+    statement is in flight and later items queue); leaving releases them. Yields a spare
+    connection for watching (see :func:`insert_waits`)."""
+    blocker = await asyncpg.connect(database_url)
+    watcher = await asyncpg.connect(database_url)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute(f"LOCK TABLE {table} IN SHARE MODE")
+        try:
+            yield watcher
+        finally:
+            await tx.rollback()
+    finally:
+        await blocker.close()
+        await watcher.close()
+
+
+async def insert_waits(conn: asyncpg.Connection, table: str) -> bool:
+    """An INSERT into ``table`` is waiting on a lock."""
+    waiting = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
+        f"%INSERT INTO {table}%",
+    )
+    return bool(waiting)

@@ -11,14 +11,16 @@ from collections.abc import Iterator
 import asyncpg
 import httpx
 import pytest
-from prometheus_client import REGISTRY
 
 from mimic.app import create_app
 from mimic.core.settings import Settings
 from tests.fakes import SmtpSink
 from tests.helpers import (
     ADMIN,
+    commit_held,
     dev_mail_settings,
+    group_commit_sizes,
+    insert_waits,
     live_api,
     running_worker,
     wait_for,
@@ -147,37 +149,17 @@ async def test_a_shared_job_that_runs_again_sends_nothing_it_no_longer_owns(
     assert [str(m["To"]) for m in smtp.messages] == ["ok@example.com"]
 
 
-def sizes() -> tuple[float, float]:
-    labels = {"writer": "emails"}
-    count = REGISTRY.get_sample_value("mimic_group_commit_size_count", labels) or 0.0
-    total = REGISTRY.get_sample_value("mimic_group_commit_size_sum", labels) or 0.0
-    return count, total
-
-
 async def test_single_sends_queued_behind_a_commit_share_one_job(
     settings: Settings, database_url: str, db: asyncpg.Connection, smtp: SmtpSink
 ) -> None:
     app = create_app(settings)
-    before = sizes()
+    before = group_commit_sizes("emails")
     async with live_api(settings, app) as base, httpx.AsyncClient(base_url=base) as http:
-        blocker = await asyncpg.connect(database_url)
-        try:
-            tx = blocker.transaction()
-            await tx.start()
-            await blocker.execute("LOCK TABLE notifications IN SHARE MODE")
+        async with commit_held(database_url, "notifications") as watcher:
             first = asyncio.create_task(
                 http.post(SEND, json=message("first@example.com"), headers=ADMIN)
             )
-
-            async def insert_waits() -> bool:
-                return bool(
-                    await db.fetchval(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                        " AND query LIKE '%INSERT INTO notifications%'"
-                    )
-                )
-
-            await wait_for(insert_waits)
+            await wait_for(lambda: insert_waits(watcher, "notifications"))
             rest = [
                 asyncio.create_task(
                     http.post(SEND, json=message(f"u{i}@example.com"), headers=ADMIN)
@@ -190,12 +172,9 @@ async def test_single_sends_queued_behind_a_commit_share_one_job(
                 return bool(sends.waiting == 5)
 
             await wait_for(all_queued)
-            await tx.rollback()
-        finally:
-            await blocker.close()
         answers = [await first, *await asyncio.gather(*rest)]
     assert [a.status_code for a in answers] == [202] * 6
-    after = sizes()
+    after = group_commit_sizes("emails")
     assert (after[0] - before[0], after[1] - before[1]) == (2, 6)
     jobs = await db.fetch("SELECT task_name, args FROM procrastinate_jobs ORDER BY id")
     assert [j["task_name"] for j in jobs] == ["mimic.tasks.send_email", "mimic.tasks.send_emails"]

@@ -8,7 +8,6 @@ releasing the lock lets the queue through as one transaction.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -18,30 +17,21 @@ import asyncpg
 import httpx
 import pytest
 from litestar import Litestar
-from prometheus_client import REGISTRY
 
 from mimic.app import create_app
 from mimic.core.settings import Settings
 from mimic.events.ingest import committer
-from tests.helpers import live_api, stripe_event, stripe_headers, wait_for
+from tests.helpers import (
+    commit_held,
+    group_commit_sizes,
+    insert_waits,
+    live_api,
+    stripe_event,
+    stripe_headers,
+    wait_for,
+)
 
 URL = "/api/v1/gateway/webhooks/stripe"
-
-
-def batches() -> tuple[float, float]:
-    """(transactions, webhooks) counted by mimic_group_commit_size so far."""
-    labels = {"writer": "webhooks"}
-    count = REGISTRY.get_sample_value("mimic_group_commit_size_count", labels) or 0.0
-    total = REGISTRY.get_sample_value("mimic_group_commit_size_sum", labels) or 0.0
-    return count, total
-
-
-async def insert_is_waiting(conn: asyncpg.Connection) -> bool:
-    waiting = await conn.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        " AND query LIKE '%INSERT INTO webhook_events%'"
-    )
-    return bool(waiting)
 
 
 class Api(NamedTuple):
@@ -57,24 +47,6 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
         yield Api(http, app)
 
 
-@contextlib.asynccontextmanager
-async def commit_held(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """Inside: ingest transactions block on their INSERT. Leaving releases them."""
-    blocker = await asyncpg.connect(database_url)
-    watcher = await asyncpg.connect(database_url)
-    try:
-        tx = blocker.transaction()
-        await tx.start()
-        await blocker.execute("LOCK TABLE webhook_events IN SHARE MODE")
-        try:
-            yield watcher
-        finally:
-            await tx.rollback()
-    finally:
-        await blocker.close()
-        await watcher.close()
-
-
 async def send(api: Api, body: bytes) -> httpx.Response:
     return await api.http.post(URL, content=body, headers=stripe_headers(body))
 
@@ -85,9 +57,9 @@ async def batch_of(
     """Send a first webhook whose commit is held, queue ``bodies`` behind it, release; the
     queued ones are then stored by one transaction."""
     committing = committer(api.app.state.deps.db)
-    async with commit_held(database_url) as watcher:
+    async with commit_held(database_url, "webhook_events") as watcher:
         first = asyncio.create_task(send(api, stripe_event(id=f"evt_{uuid.uuid4().hex}")))
-        await wait_for(lambda: insert_is_waiting(watcher))
+        await wait_for(lambda: insert_waits(watcher, "webhook_events"))
         queued = [asyncio.create_task(send(api, body)) for body in bodies]
 
         async def all_queued() -> bool:
@@ -114,14 +86,14 @@ async def test_webhooks_queued_behind_a_commit_are_stored_by_one_transaction(
     api: Api, database_url: str
 ) -> None:
     ids = [f"evt_batch_{i}" for i in range(8)]
-    before = batches()
+    before = group_commit_sizes("webhooks")
     first, rest = await batch_of(api, database_url, [stripe_event(id=i) for i in ids])
 
     assert first.status_code == 200
     assert [r.status_code for r in rest] == [200] * 8
     assert all(r.json()["duplicate"] is False for r in rest)
     assert len({r.json()["event_id"] for r in rest}) == 8
-    after = batches()
+    after = group_commit_sizes("webhooks")
     # Two transactions: the first webhook alone, then the eight together.
     assert (after[0] - before[0], after[1] - before[1]) == (2, 9)
     for event_id in ids:
@@ -174,13 +146,13 @@ async def test_an_event_postgres_refuses_fails_alone_and_its_neighbours_are_stor
 async def test_a_lone_webhook_is_committed_at_once_without_waiting_for_company(
     api: Api, database_url: str
 ) -> None:
-    before = batches()
-    async with commit_held(database_url) as watcher:
+    before = group_commit_sizes("webhooks")
+    async with commit_held(database_url, "webhook_events") as watcher:
         lone = asyncio.create_task(send(api, stripe_event(id="evt_lone")))
         # Its INSERT reaches Postgres with nothing else queued: no timer held it back.
-        await wait_for(lambda: insert_is_waiting(watcher))
+        await wait_for(lambda: insert_waits(watcher, "webhook_events"))
         assert committer(api.app.state.deps.db).waiting == 0
     response = await lone
     assert response.status_code == 200
-    after = batches()
+    after = group_commit_sizes("webhooks")
     assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
