@@ -72,20 +72,22 @@ SELECT n.id, n.tenant_id, n.template, n."to", n.subject, n.provider, n.provider_
  ORDER BY r.created_at DESC, r.notification_id DESC
  LIMIT $4
 
--- name: claim_send
--- Start a send attempt: what to send, and the attempt's number, with its timeline line
--- (one statement, one round trip).
+-- name: claim_sends
+-- Start send attempts (several at once, one per ($1, $2) pair): what to send, and each
+-- attempt's number, with its timeline line (one statement, one round trip). A notification
+-- is claimed only by the job that owns its send ($2).
 WITH claimed AS (
     -- Reclaiming a row still 'sending' (its worker died or was stopped mid-call): that call
     -- may have been sent, so only its provider may be asked again (SET sees the old status).
-    UPDATE notifications
-       SET status = 'sending', attempts = attempts + 1, updated_at = now(),
-           provider_pinned = provider_pinned OR status = 'sending'
-     WHERE id = $1 AND status IN ('queued', 'sending', 'failed')
-       AND (job_id IS NULL OR job_id = $2)
-    RETURNING id, tenant_id, "to", cc, bcc, reply_to, "from", subject, html, text,
-              tags::text AS tags, provider, attempts,
-              coalesce(providers, ARRAY[provider]) AS providers, provider_pinned
+    UPDATE notifications n
+       SET status = 'sending', attempts = n.attempts + 1, updated_at = now(),
+           provider_pinned = n.provider_pinned OR n.status = 'sending'
+      FROM unnest($1::uuid[], $2::bigint[]) AS c(id, job)
+     WHERE n.id = c.id AND n.status IN ('queued', 'sending', 'failed')
+       AND (n.job_id IS NULL OR n.job_id = c.job)
+    RETURNING n.id, n.tenant_id, n."to", n.cc, n.bcc, n.reply_to, n."from", n.subject, n.html,
+              n.text, n.tags::text AS tags, n.provider, n.attempts,
+              coalesce(n.providers, ARRAY[n.provider]) AS providers, n.provider_pinned
 ), noted AS (
     INSERT INTO notification_events (notification_id, status, detail)
     SELECT id, 'sending', format('attempt %s via %s', attempts, provider) FROM claimed
@@ -99,17 +101,20 @@ UPDATE notifications n SET job_id = j.job
  WHERE n.id = j.id
 
 -- name: mark_sent
--- The provider accepted the message: status and timeline in one statement. Nothing when a
--- provider event has moved it on already.
+-- Providers accepted messages (one per row of the arrays: id, message id, provider,
+-- detail): status and timeline in one statement. Nothing for a row a provider event has
+-- moved on already.
 WITH sent AS (
-    UPDATE notifications
-       SET status = 'sent', provider_message_id = $2, sent_at = now(), error = NULL,
-           provider = $3, provider_pinned = false, updated_at = now()
-     WHERE id = $1 AND status = 'sending'
-    RETURNING id
+    UPDATE notifications n
+       SET status = 'sent', provider_message_id = s.message_id, sent_at = now(), error = NULL,
+           provider = s.provider, provider_pinned = false, updated_at = now()
+      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
+           AS s(id, message_id, provider, detail)
+     WHERE n.id = s.id AND n.status = 'sending'
+    RETURNING n.id, s.detail
 )
 INSERT INTO notification_events (notification_id, status, detail)
-SELECT id, 'sent', $4 FROM sent
+SELECT id, 'sent', detail FROM sent
 
 -- name: mark_unsent
 -- The attempt failed: back to queued (to retry) or failed for good.

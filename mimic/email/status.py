@@ -8,11 +8,15 @@ forward (``RANK``), never back.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import uuid
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import msgspec
 
+from mimic.core.batching import group_commit
 from mimic.core.db import Connection, Database, as_struct
 from mimic.core.jobs import QUEUE_EMAIL, JobToDefer, defer_jobs
 from mimic.core.settings import EmailProvider
@@ -155,11 +159,36 @@ async def _defer_sends(
     return job_ids
 
 
+#: Group commits of the send path (they label mimic_group_commit_size): the claims, and the
+#: sent records, of sends running at once in one worker are written together.
+CLAIMS, SENT = "email_claims", "email_sent"
+
+
 async def claim(db: Database, notification_id: uuid.UUID, job_id: int | None) -> Claimed | None:
     """queued/sending/failed -> sending, counting the attempt, if job ``job_id`` owns the
-    send; None if there is nothing for this job to send."""
-    row = await db.fetchrow(queries["claim_send"], notification_id, job_id)
-    return as_struct(row, Claimed) if row is not None else None
+    send; None if there is nothing for this job to send. Claims made while another is being
+    written are written together, in one statement (``core.batching``)."""
+    writer = group_commit(db, CLAIMS, functools.partial(_claim_many, db))
+    return await writer.submit((notification_id, job_id))
+
+
+async def _claim_many(
+    db: Database, items: Sequence[tuple[uuid.UUID, int | None]]
+) -> list[Claimed | None]:
+    async with db.pinned(CLAIMS) as conn:
+        rows = await conn.fetch(
+            queries["claim_sends"], [nid for nid, _ in items], [job for _, job in items]
+        )
+    claimed = {row["id"]: as_struct(row, Claimed) for row in rows}
+    # pop: should one notification be asked for twice, only the first asker gets it.
+    return [claimed.pop(nid, None) for nid, _ in items]
+
+
+class SentRecord(NamedTuple):
+    notification_id: uuid.UUID
+    message_id: str
+    provider: EmailProvider
+    detail: str
 
 
 async def mark_sent(
@@ -170,8 +199,17 @@ async def mark_sent(
     *,
     provider: EmailProvider,
 ) -> None:
-    """sending -> sent through ``provider`` (unless a provider event has moved it on)."""
-    await db.execute(queries["mark_sent"], notification_id, message_id, provider, detail)
+    """sending -> sent through ``provider`` (unless a provider event has moved it on).
+    Written together with the other sends that finish meanwhile (``core.batching``)."""
+    writer = group_commit(db, SENT, functools.partial(_mark_sent_many, db))
+    await writer.submit(SentRecord(notification_id, message_id, provider, detail))
+
+
+async def _mark_sent_many(db: Database, records: Sequence[SentRecord]) -> list[None]:
+    columns = list(zip(*records, strict=True))
+    async with db.pinned(SENT) as conn:
+        await conn.execute(queries["mark_sent"], *(list(c) for c in columns))
+    return [None] * len(records)
 
 
 async def mark_unsent(
