@@ -7,6 +7,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -209,3 +210,76 @@ async def test_sends_at_once_share_at_most_ten_smtp_connections(
             )
         assert len(smtp.messages) == 30
         assert 1 <= smtp.connections <= 10
+
+
+async def test_claims_and_sent_records_made_meanwhile_are_written_together(
+    settings: Settings, database_url: str, db: asyncpg.Connection
+) -> None:
+    """A worker's sends running at once: the claims (and the sent records) that come while
+    one is being written are written together, each still only by the job that owns it."""
+    from mimic.core.deps import open_deps
+    from mimic.email import status
+
+    async with live_api(settings) as base, httpx.AsyncClient(base_url=base) as http:
+        body = {"messages": [message(f"u{i}@example.com") for i in range(5)]}
+        response = await http.post(f"{SEND}/batch", json=body, headers=ADMIN)
+    ids = [uuid.UUID(r["id"]) for r in response.json()["results"]]
+    job = await db.fetchval("SELECT id FROM procrastinate_jobs")
+
+    async def together(first: Any, rest: list[Any], writer: str) -> list[Any]:
+        """``first`` is held writing (its timeline insert waits on a lock); ``rest`` queue
+        behind it, then go in one statement."""
+        async with commit_held(database_url, "notification_events") as watcher:
+            head = asyncio.create_task(first)
+            await wait_for(lambda: insert_waits(watcher, "notification_events"))
+            tail = [asyncio.create_task(r) for r in rest]
+
+            async def all_queued() -> bool:
+                return bool(deps.db.group_commits[writer].waiting == len(rest))
+
+            await wait_for(all_queued)
+        return [await head, *await asyncio.gather(*tail)]
+
+    async with open_deps(settings) as deps:
+        before = group_commit_sizes(status.CLAIMS)
+        claimed = await together(
+            status.claim(deps.db, ids[0], job),
+            [
+                *(status.claim(deps.db, i, job) for i in ids[1:]),
+                status.claim(deps.db, ids[1], job),  # asked twice in one statement
+                status.claim(deps.db, ids[2], job + 1),  # by a job that does not own it
+            ],
+            status.CLAIMS,
+        )
+        after = group_commit_sizes(status.CLAIMS)
+        assert (after[0] - before[0], after[1] - before[1]) == (2, 7)
+        assert [c.id if c else None for c in claimed] == [*ids, None, None]
+        assert all(c.attempts == 1 for c in claimed if c)
+
+        before = group_commit_sizes(status.SENT)
+        await together(
+            status.mark_sent(deps.db, ids[0], "m0", "dev message m0", provider="dev"),
+            [
+                status.mark_sent(deps.db, i, f"m{n}", f"dev message m{n}", provider="dev")
+                for n, i in enumerate(ids[1:], start=1)
+            ],
+            status.SENT,
+        )
+        after = group_commit_sizes(status.SENT)
+        assert (after[0] - before[0], after[1] - before[1]) == (2, 5)
+
+    rows = await db.fetch("SELECT id, status, provider_message_id FROM notifications")
+    assert {r["id"]: (r["status"], r["provider_message_id"]) for r in rows} == {
+        i: ("sent", f"m{n}") for n, i in enumerate(ids)
+    }
+    for n, nid in enumerate(ids):
+        timeline = await db.fetch(
+            "SELECT status, detail FROM notification_events WHERE notification_id = $1"
+            " ORDER BY id",
+            nid,
+        )
+        assert [(r["status"], r["detail"]) for r in timeline] == [
+            ("queued", None),
+            ("sending", "attempt 1 via dev"),
+            ("sent", f"dev message m{n}"),
+        ]
