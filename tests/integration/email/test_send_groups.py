@@ -274,8 +274,7 @@ async def test_claims_and_sent_records_made_meanwhile_are_written_together(
     }
     for n, nid in enumerate(ids):
         timeline = await db.fetch(
-            "SELECT status, detail FROM notification_events WHERE notification_id = $1"
-            " ORDER BY id",
+            "SELECT status, detail FROM notification_events WHERE notification_id = $1 ORDER BY id",
             nid,
         )
         assert [(r["status"], r["detail"]) for r in timeline] == [
