@@ -235,12 +235,14 @@ class Database:
         It goes back to the pool (which discards a broken one) after any failure but a
         refused value, after PINNED_USES calls and when it was idle PINNED_IDLE_SECONDS, so
         the pool's own upkeep (reconnecting, recycling) still reaches it; one found closed is
-        replaced at once. A pool of one connection is never pinned. Not for concurrent use."""
-        if self.pool.get_max_size() < 2:
+        replaced at once. Pinning always leaves one connection of the pool to the other
+        queries: in a pool of one nothing is pinned, in a pool of two one writer at most.
+        Not for concurrent use."""
+        lease = self._pinned.get(name)
+        if lease is None and len(self._pinned) + 1 >= self.pool.get_max_size():
             async with self.connection() as conn:
                 yield conn
             return
-        lease = self._pinned.get(name)
         if lease is not None and (
             lease.closed()
             or lease.uses >= PINNED_USES

@@ -129,12 +129,22 @@ async def test_a_pinned_connection_is_kept_until_it_breaks(
     await asyncio.wait_for(database.close(), timeout=10)
 
 
-async def test_a_pool_of_one_is_never_pinned(database_url: str) -> None:
-    """With MIMIC_DB_POOL_MAX_SIZE=1 a pinned connection would starve every other query."""
-    database = Database(await create_pool(database_url, max_size=1))
+@pytest.mark.parametrize("size", [1, 2, 3])
+async def test_pinning_always_leaves_a_connection_to_other_queries(
+    database_url: str, size: int
+) -> None:
+    """With MIMIC_DB_POOL_MAX_SIZE=1, or 2 with the worker's two writers (claims and sent
+    records), pinned connections would starve every other query."""
+    database = Database(await create_pool(database_url, max_size=size))
     try:
-        async with database.pinned("unit") as conn:
-            await conn.fetchval("SELECT 1")
+
+        async def each_writer_once() -> None:
+            for writer in ("claims", "sent", "third"):
+                async with database.pinned(writer) as conn:
+                    await conn.fetchval("SELECT 1")
+
+        await asyncio.wait_for(each_writer_once(), timeout=5)
+        assert len(database._pinned) == size - 1
         assert await asyncio.wait_for(database.fetchval("SELECT 2"), timeout=5) == 2
     finally:
         await database.close()
