@@ -75,7 +75,8 @@ SELECT n.id, n.tenant_id, n.template, n."to", n.subject, n.provider, n.provider_
 -- name: claim_sends
 -- Start send attempts (several at once, one per ($1, $2) pair): what to send, and each
 -- attempt's number, with its timeline line (one statement, one round trip). A notification
--- is claimed only by the job that owns its send ($2).
+-- is claimed only by the job that owns its send ($2); claimed_by says which pair claimed it
+-- (a row asked for by two pairs is updated once).
 WITH claimed AS (
     -- Reclaiming a row still 'sending' (its worker died or was stopped mid-call): that call
     -- may have been sent, so only its provider may be asked again (SET sees the old status).
@@ -85,8 +86,8 @@ WITH claimed AS (
       FROM unnest($1::uuid[], $2::bigint[]) AS c(id, job)
      WHERE n.id = c.id AND n.status IN ('queued', 'sending', 'failed')
        AND (n.job_id IS NULL OR n.job_id = c.job)
-    RETURNING n.id, n.tenant_id, n."to", n.cc, n.bcc, n.reply_to, n."from", n.subject, n.html,
-              n.text, n.tags::text AS tags, n.provider, n.attempts,
+    RETURNING n.id, c.job AS claimed_by, n.tenant_id, n."to", n.cc, n.bcc, n.reply_to, n."from",
+              n.subject, n.html, n.text, n.tags::text AS tags, n.provider, n.attempts,
               coalesce(n.providers, ARRAY[n.provider]) AS providers, n.provider_pinned
 ), noted AS (
     INSERT INTO notification_events (notification_id, status, detail)

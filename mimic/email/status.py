@@ -169,19 +169,30 @@ async def claim(db: Database, notification_id: uuid.UUID, job_id: int | None) ->
     send; None if there is nothing for this job to send. Claims made while another is being
     written are written together, in one statement (``core.batching``)."""
     writer = group_commit(db, CLAIMS, functools.partial(_claim_many, db))
-    return await writer.submit((notification_id, job_id))
+    claimed = await writer.submit((notification_id, job_id))
+    if isinstance(claimed, Exception):
+        raise claimed
+    return claimed
 
 
 async def _claim_many(
     db: Database, items: Sequence[tuple[uuid.UUID, int | None]]
-) -> list[Claimed | None]:
+) -> list[Claimed | Exception | None]:
+    # In id order, so that two overlapping statements lock their rows in the same order.
+    ordered = sorted(set(items), key=lambda item: (item[0], item[1] or 0))
     async with db.pinned(CLAIMS) as conn:
         rows = await conn.fetch(
-            queries["claim_sends"], [nid for nid, _ in items], [job for _, job in items]
+            queries["claim_sends"], [nid for nid, _ in ordered], [job for _, job in ordered]
         )
-    claimed = {row["id"]: as_struct(row, Claimed) for row in rows}
-    # pop: should one notification be asked for twice, only the first asker gets it.
-    return [claimed.pop(nid, None) for nid, _ in items]
+    # Keyed by the pair that claimed the row: only the asker whose job owns it gets it, and
+    # should the same pair ask twice, only the first (pop).
+    claimed: dict[tuple[uuid.UUID, int | None], Claimed | Exception] = {}
+    for row in rows:
+        try:
+            claimed[(row["id"], row["claimed_by"])] = as_struct(row, Claimed)
+        except Exception as exc:  # committed, but this row cannot be read: its caller alone
+            claimed[(row["id"], row["claimed_by"])] = exc
+    return [claimed.pop(item, None) for item in items]
 
 
 class SentRecord(NamedTuple):
@@ -206,7 +217,8 @@ async def mark_sent(
 
 
 async def _mark_sent_many(db: Database, records: Sequence[SentRecord]) -> list[None]:
-    columns = list(zip(*records, strict=True))
+    # In id order, so that two overlapping statements lock their rows in the same order.
+    columns = list(zip(*sorted(records), strict=True))
     async with db.pinned(SENT) as conn:
         await conn.execute(queries["mark_sent"], *(list(c) for c in columns))
     return [None] * len(records)
