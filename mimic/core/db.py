@@ -210,6 +210,8 @@ class Database:
         #: Each writer's group commit on this pool, by name (see core.batching).
         self.group_commits: dict[str, Any] = {}
         self._pinned: dict[str, _Lease] = {}
+        #: Writers acquiring a connection to pin (counted against the pool with the pinned).
+        self._pinning = 0
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
@@ -233,16 +235,12 @@ class Database:
         acquire and release, whose release alone costs a task and two event-loop turns.
 
         It goes back to the pool (which discards a broken one) after any failure but a
-        refused value, after PINNED_USES calls and when it was idle PINNED_IDLE_SECONDS, so
-        the pool's own upkeep (reconnecting, recycling) still reaches it; one found closed is
-        replaced at once. Pinning always leaves one connection of the pool to the other
-        queries: in a pool of one nothing is pinned, in a pool of two one writer at most.
-        Not for concurrent use."""
+        refused value, after PINNED_USES calls, and at its next use after PINNED_IDLE_SECONDS
+        idle (an idle writer keeps it until then), so the pool's own upkeep (reconnecting,
+        recycling) still reaches it; one found closed is replaced at once. Pinning always
+        leaves one connection of the pool to the other queries: in a pool of one nothing is
+        pinned, in a pool of two one writer at most. Not for concurrent use."""
         lease = self._pinned.get(name)
-        if lease is None and len(self._pinned) + 1 >= self.pool.get_max_size():
-            async with self.connection() as conn:
-                yield conn
-            return
         if lease is not None and (
             lease.closed()
             or lease.uses >= PINNED_USES
@@ -252,8 +250,18 @@ class Database:
             await self._give_back(lease)
             lease = None
         if lease is None:
-            with translate():
-                raw = await self.pool.acquire()
+            # Checked and reserved with no await in between, so two writers pinning at once
+            # cannot both take the last spare connection.
+            if len(self._pinned) + self._pinning + 1 >= self.pool.get_max_size():
+                async with self.connection() as conn:
+                    yield conn
+                return
+            self._pinning += 1
+            try:
+                with translate():
+                    raw = await self.pool.acquire()
+            finally:
+                self._pinning -= 1
             lease = self._pinned[name] = _Lease(raw)
         lease.uses += 1
         try:

@@ -138,12 +138,17 @@ async def test_pinning_always_leaves_a_connection_to_other_queries(
     database = Database(await create_pool(database_url, max_size=size))
     try:
 
-        async def each_writer_once() -> None:
-            for writer in ("claims", "sent", "third"):
-                async with database.pinned(writer) as conn:
-                    await conn.fetchval("SELECT 1")
+        async def use(writer: str) -> None:
+            async with database.pinned(writer) as conn:
+                await conn.fetchval("SELECT pg_sleep(0.05)")
 
-        await asyncio.wait_for(each_writer_once(), timeout=5)
+        writers = ("claims", "sent", "third")
+        # All at once (each takes the pool's connection while the others wait for theirs),
+        # then one after another.
+        await asyncio.wait_for(asyncio.gather(*(use(w) for w in writers)), timeout=5)
+        assert len(database._pinned) == size - 1
+        for writer in writers:
+            await asyncio.wait_for(use(writer), timeout=5)
         assert len(database._pinned) == size - 1
         assert await asyncio.wait_for(database.fetchval("SELECT 2"), timeout=5) == 2
     finally:
