@@ -7,8 +7,10 @@ meanwhile queue, and the next commit stores all of them with one ``store`` call 
 transaction), in a task of its own. Every caller is answered only after the commit that
 stored its item.
 
-If Postgres refuses a value (``InvalidInput``) the batch is stored again one item at a time,
-so the bad item fails by itself and its neighbours are stored.
+If Postgres refuses the batch (a value, ``InvalidInput``; a constraint, ``Conflict``; any
+other refusal, ``DatabaseError``) it is stored again one item at a time, so the item at fault
+fails by itself and its neighbours are stored. When the database is away, every caller of the
+batch gets that error.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from mimic.core import metrics
 from mimic.core.db import Database
-from mimic.core.errors import InvalidInput
+from mimic.core.errors import Conflict, DatabaseError, InvalidInput
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -94,7 +96,7 @@ class GroupCommit(Generic[T, R]):
                 results = list(await self._store([p.item for p in batch]))
                 if len(results) != len(batch):
                     raise RuntimeError(f"store gave {len(results)} results for {len(batch)}")
-            except InvalidInput as exc:
+            except (InvalidInput, Conflict, DatabaseError) as exc:
                 if len(batch) == 1:
                     _settle(batch[0], error=exc)
                     return

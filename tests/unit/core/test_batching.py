@@ -8,21 +8,23 @@ from collections.abc import Sequence
 import pytest
 
 from mimic.core.batching import GroupCommit
-from mimic.core.errors import InvalidInput
+from mimic.core.errors import Conflict, DatabaseError, DatabaseUnavailable, InvalidInput
 
 
 class GatedStore:
     """Records each call's batch; waits for ``gate`` before answering (the commit in flight)."""
 
-    def __init__(self) -> None:
+    def __init__(self, refusal: Exception | None = None) -> None:
         self.calls: list[list[int]] = []
         self.gate = asyncio.Event()
+        #: Raised for a batch holding a negative item.
+        self.refusal = refusal or InvalidInput("a value cannot be stored")
 
     async def __call__(self, batch: Sequence[int]) -> list[int]:
         self.calls.append(list(batch))
         await self.gate.wait()
         if any(item < 0 for item in batch):
-            raise InvalidInput("a value cannot be stored")
+            raise self.refusal
         return [item * 10 for item in batch]
 
 
@@ -45,8 +47,18 @@ async def test_items_queued_during_a_commit_are_stored_by_the_next_one_together(
     assert store.calls == [[1], [2, 3, 4]]
 
 
-async def test_a_refused_value_fails_alone_and_its_neighbours_are_stored() -> None:
-    store = GatedStore()
+REFUSALS = [
+    InvalidInput("a value cannot be stored"),
+    Conflict("this conflicts with a record that already exists"),
+    DatabaseError(),
+]
+
+
+@pytest.mark.parametrize("refusal", REFUSALS, ids=lambda e: type(e).__name__)
+async def test_a_refused_item_fails_alone_and_its_neighbours_are_stored(
+    refusal: Exception,
+) -> None:
+    store = GatedStore(refusal)
     store.gate.set()
     blocker = asyncio.Event()
 
@@ -63,8 +75,22 @@ async def test_a_refused_value_fails_alone_and_its_neighbours_are_stored() -> No
     outcomes = await asyncio.gather(first, *tasks, return_exceptions=True)
     assert outcomes[:2] == [10, 20]
     assert outcomes[3] == 40
-    assert isinstance(outcomes[2], InvalidInput)
+    assert outcomes[2] is refusal
     assert store.calls == [[1], [2, -3, 4], [2], [-3], [4]]
+
+
+async def test_a_database_away_fails_the_whole_batch_without_retrying_each() -> None:
+    store = GatedStore(DatabaseUnavailable())
+    commit: GroupCommit[int, int] = GroupCommit("unit", store)
+    first = asyncio.create_task(commit.submit(1))
+    await settle()
+    rest = [asyncio.create_task(commit.submit(i)) for i in (-2, 3, 4)]
+    await settle()
+    store.gate.set()
+    outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
+    assert outcomes[0] == 10  # the lone first commit, before the others queued
+    assert all(isinstance(o, DatabaseUnavailable) for o in outcomes[1:])
+    assert store.calls == [[1], [-2, 3, 4]]
 
 
 async def test_callers_still_waiting_are_cancelled_when_the_commit_is_cut_off() -> None:
