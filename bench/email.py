@@ -13,6 +13,7 @@ the same server).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
@@ -51,20 +52,32 @@ class SmtpCounter:
         self._controller.stop()
 
 
+#: What every send of the bench asks for (the API's sends and the reference's messages).
+TEMPLATE, DATA = "welcome", {"name": "Bench", "login_url": "https://example.com/login"}
+
+
+@functools.cache
+def _rendered() -> Any:
+    from mimic.email.rendering import Templates
+
+    return Templates().render(TEMPLATE, DATA)
+
+
 def _message(i: int) -> MIMEMultipart:
-    """Built by Mimic's own builder, so the ratio measures Mimic's overhead, not a difference
-    in message building."""
+    """The message Mimic sends for the bench's request (the same template, data, sender and
+    builder), so the ratio measures Mimic's overhead, not a difference in the messages."""
     from mimic.email.providers import OutgoingEmail
     from mimic.email.providers.smtp import mime_message
 
+    rendered = _rendered()
     return mime_message(
         OutgoingEmail(
             notification_id=str(uuid.uuid4()),
-            sender="bench@mimic.local",
+            sender="Mimic <no-reply@mimic.local>",
             to=[f"u{i}@example.com"],
-            subject="Welcome",
-            text="hello " * 40,
-            html="<p>" + "hello " * 40 + "</p>",
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
         )
     )
 
@@ -104,8 +117,8 @@ async def accept_sends(api_port: int, key: str, count: int, concurrency: int) ->
         body = json.dumps(
             {
                 "to": f"u{i}@example.com",
-                "template": "welcome",
-                "data": {"name": "Bench", "login_url": "https://example.com/login"},
+                "template": TEMPLATE,
+                "data": DATA,
             }
         ).encode()
         head = (
