@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -138,9 +140,6 @@ async def accept_sends(api_port: int, key: str, count: int, concurrency: int) ->
 def reference_in_own_process(port: int, count: int, concurrency: int) -> tuple[float, float]:
     """:func:`reference` in a process of its own, as the worker is (in the bench process it
     shares one interpreter lock with the SMTP server's thread)."""
-    import subprocess
-    import sys
-
     out = subprocess.run(
         [sys.executable, "-m", "bench.email", str(port), str(count), str(concurrency)],
         capture_output=True,
@@ -152,7 +151,5 @@ def reference_in_own_process(port: int, count: int, concurrency: int) -> tuple[f
 
 
 if __name__ == "__main__":
-    import sys
-
     port, count, concurrency = (int(a) for a in sys.argv[1:4])
     print(json.dumps(asyncio.run(reference(port, count, concurrency))))

@@ -7,6 +7,9 @@ meanwhile queue, and the next commit stores all of them with one ``store`` call 
 transaction), in a task of its own. Every caller is answered only after the commit that
 stored its item.
 
+A store may answer one item with an exception (committed, but that item's result cannot be
+made): that item's caller alone gets it raised.
+
 If Postgres refuses the batch (a value, ``InvalidInput``; a constraint, ``Conflict``; any
 other refusal, ``DatabaseError``) it is stored again one item at a time, so the item at fault
 fails by itself and its neighbours are stored. When the database is away, every caller of the
@@ -40,7 +43,9 @@ class _Pending(Generic[T, R]):
 class GroupCommit(Generic[T, R]):
     """One per writer and database pool (so per event loop), with a single flusher."""
 
-    def __init__(self, name: str, store: Callable[[Sequence[T]], Awaitable[Sequence[R]]]) -> None:
+    def __init__(
+        self, name: str, store: Callable[[Sequence[T]], Awaitable[Sequence[R | Exception]]]
+    ) -> None:
         self._name, self._store = name, store
         self._queue: list[_Pending[T, R]] = []
         #: A commit is in flight (a caller's own, or the flusher's).
@@ -111,7 +116,10 @@ class GroupCommit(Generic[T, R]):
                     _settle(pending, error=exc)
                 return
             for pending, result in zip(batch, results, strict=True):
-                _settle(pending, result=result)
+                if isinstance(result, Exception):  # the store's answer for this item alone
+                    _settle(pending, error=result)
+                else:
+                    _settle(pending, result=result)
         except BaseException:
             # Cancelled (the process is stopping): whoever is still waiting was not answered
             # as stored.
@@ -136,7 +144,7 @@ def _settle(
 
 
 def group_commit(
-    db: Database, name: str, store: Callable[[Sequence[T]], Awaitable[Sequence[R]]]
+    db: Database, name: str, store: Callable[[Sequence[T]], Awaitable[Sequence[R | Exception]]]
 ) -> GroupCommit[T, R]:
     """The process's group commit named ``name`` on this pool (made on first use with
     ``store``; ``name`` labels mimic_group_commit_size)."""

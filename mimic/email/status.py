@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from mimic.core.batching import group_commit
+from mimic.core.batching import GroupCommit, group_commit
 from mimic.core.db import Connection, Database, as_struct
 from mimic.core.jobs import QUEUE_EMAIL, JobToDefer, defer_jobs
 from mimic.core.settings import EmailProvider
@@ -168,11 +168,9 @@ async def claim(db: Database, notification_id: uuid.UUID, job_id: int | None) ->
     """queued/sending/failed -> sending, counting the attempt, if job ``job_id`` owns the
     send; None if there is nothing for this job to send. Claims made while another is being
     written are written together, in one statement (``core.batching``)."""
+    writer: GroupCommit[tuple[uuid.UUID, int | None], Claimed | None]
     writer = group_commit(db, CLAIMS, functools.partial(_claim_many, db))
-    claimed = await writer.submit((notification_id, job_id))
-    if isinstance(claimed, Exception):
-        raise claimed
-    return claimed
+    return await writer.submit((notification_id, job_id))
 
 
 async def _claim_many(

@@ -144,3 +144,23 @@ async def test_a_lone_caller_commits_in_its_own_task_and_hands_over_when_cut_off
     assert await asyncio.gather(*rest) == [20, 30]
     assert store.calls == [[1], [2, 3]]
     assert await commit.submit(4) == 40  # and the next lone caller starts afresh
+
+
+async def test_an_item_answered_with_an_exception_fails_alone() -> None:
+    """A store may answer one item with an exception (stored, but its result cannot be
+    made): that caller alone gets it raised; its neighbours get their results."""
+    gate = asyncio.Event()
+    unreadable = ValueError("row 3 cannot be read")
+
+    async def store(batch: Sequence[int]) -> list[int | Exception]:
+        await gate.wait()
+        return [unreadable if item == 3 else item * 10 for item in batch]
+
+    commit: GroupCommit[int, int] = GroupCommit("unit", store)
+    first = asyncio.create_task(commit.submit(1))
+    await settle()
+    rest = [asyncio.create_task(commit.submit(i)) for i in (2, 3, 4)]
+    await settle()
+    gate.set()
+    outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
+    assert outcomes == [10, 20, unreadable, 40]
