@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 # uv from PATH, else the one pip installs (the install target does that when needed).
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
-RUN = $(UV) run --frozen
+RUN = $(UV) run --frozen --extra embedded
 
 .PHONY: help uv install run api worker migrate test lint format bench jobs keys events replay retry mail check-packaging api-conformance browser clean
 
@@ -17,7 +17,7 @@ uv: ## install uv with pip when it is missing
 	  python3 -m pip install --quiet --user --break-system-packages uv
 
 install: uv ## create .venv from uv.lock (dev tools included)
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync --frozen --quiet --extra embedded
 
 run: install ## API on :8006 + a worker; embedded Postgres when DATABASE_URL is unset
 	$(RUN) mimic run

@@ -331,7 +331,7 @@ async def main(args: argparse.Namespace) -> None:
     worker: subprocess.Popen[bytes] | None = None
     try:
         await wait_ready(f"http://127.0.0.1:{api_port}/readyz", api)
-        source = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded pgserver"
+        source = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL"
         print(f"machine: {os.cpu_count()} cores; Postgres: {source}")
         concurrency = 10  # WORKER_CONCURRENCY's default, for Mimic and the reference alike
         if "email" in args.phases:

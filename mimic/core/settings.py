@@ -247,7 +247,7 @@ class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class DatabaseSettings(msgspec.Struct, kw_only=True, frozen=True):
-    #: Postgres DSN; None means "start the embedded pgserver under server.data_dir".
+    #: Postgres DSN; None means "start the embedded PostgreSQL under server.data_dir".
     url: Secret | None = None
     pool_max_size: int = 20
 

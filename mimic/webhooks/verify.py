@@ -1,7 +1,9 @@
 """Signature verification: pure functions of (secret, headers, body, now).
 
-The cryptography is the providers' own libraries (``stripe`` and ``svix``); this module only
-classifies failures into reasons a provider's operator can act on.
+The cryptography is the providers' own libraries: ``stripe``, and ``standardwebhooks`` for
+Resend's Svix signatures (the same HMAC under ``webhook-*`` header names, without svix's
+dependencies). This module only classifies failures into reasons a provider's operator can
+act on.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import hmac
 import re
 from collections.abc import Mapping
 
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from stripe import SignatureVerificationError, WebhookSignature
-from svix.webhooks import Webhook, WebhookVerificationError
 
 from mimic.core.errors import BadRequest, Unauthorized
 
@@ -126,7 +128,8 @@ def verify_svix(
     try:
         Webhook(secret).verify(
             body,
-            {"svix-id": msg_id, "svix-timestamp": timestamp, "svix-signature": signature},
+            {"webhook-id": msg_id, "webhook-timestamp": timestamp, "webhook-signature": signature},
+            json_parse=False,
         )
     except WebhookVerificationError:
         raise SignatureRejected(
