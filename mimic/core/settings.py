@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar, get_args
@@ -522,6 +523,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise ConfigError(f"MIMIC_ENV: invalid value, expected {env_parser.hint}") from None
         groups: dict[str, Any] = {name: read_group(g, environ) for name, g in GROUPS.items()}
         settings = cls(env=env, **groups)
+        if not (environ.get("MIMIC_ENV") or "").strip():
+            _require_loopback_for_implicit_dev(settings)
         if env == "production":
             _require_production(settings, environ)
         elif settings.inkpass.service_api_key is None:
@@ -529,6 +532,28 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             inkpass = msgspec.structs.replace(settings.inkpass, service_api_key=Secret(DEV_API_KEY))
             settings = msgspec.structs.replace(settings, inkpass=inkpass)
         return settings
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _require_loopback_for_implicit_dev(settings: Settings) -> None:
+    """Dev by default only on this machine: dev accepts the documented dev key and serves the
+    unsigned Stripe test endpoint, which must never be on a network by accident. A deliberate
+    ``MIMIC_ENV=dev`` (the dev compose file, inside its container) may listen wider."""
+    host = settings.server.host
+    if not _is_loopback(host):
+        raise ConfigError(
+            f"MIMIC_HOST: {host} is not a loopback address and MIMIC_ENV is unset (dev: the dev "
+            "key and the unsigned Stripe test endpoint would be on the network); set "
+            "MIMIC_ENV=production, or MIMIC_ENV=dev to mean it"
+        )
 
 
 def _require_production(settings: Settings, environ: Mapping[str, str]) -> None:
@@ -556,6 +581,18 @@ def _require_production(settings: Settings, environ: Mapping[str, str]) -> None:
                     "MIMIC_ENV=production (e.g. `python -c 'import secrets; "
                     "print(secrets.token_urlsafe(32))'`)"
                 )
+    if service is not None and any(key.get() == service.get() for key in settings.server.api_keys):
+        raise ConfigError(
+            "MIMIC_API_KEYS: a value equals MIMIC_SERVICE_API_KEY, the key Mimic sends to "
+            "inkpass (inkpass would hold admin access); use different keys"
+        )
+    postmark = settings.webhooks.postmark_secret
+    if postmark is not None and len(postmark.get()) < MIN_KEY_LENGTH:
+        raise ConfigError(
+            f"POSTMARK_WEBHOOK_SECRET: at least {MIN_KEY_LENGTH} characters when "
+            "MIMIC_ENV=production (it is the webhook URL's Basic-auth password, Postmark's only "
+            "proof of origin)"
+        )
     if "dev" in settings.email.provider_order:
         raise ConfigError(
             "EMAIL_PROVIDER: 'dev' (local SMTP, no TLS) is refused when MIMIC_ENV=production; "

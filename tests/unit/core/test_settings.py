@@ -104,6 +104,11 @@ def test_production_with_every_secret_starts() -> None:
         ({"EMAIL_PROVIDER": "dev"}, "EMAIL_PROVIDER: 'dev'"),
         ({"EMAIL_PROVIDER": ""}, "EMAIL_PROVIDER: 'dev'"),  # the default is dev
         ({"MIMIC_ENCRYPTION_KEYS": ""}, "MIMIC_ENCRYPTION_KEYS"),
+        (
+            {"MIMIC_API_KEYS": "x" * 40 + "," + TEST_SECRETS["MIMIC_SERVICE_API_KEY"]},
+            "MIMIC_API_KEYS: a value equals MIMIC_SERVICE_API_KEY",
+        ),
+        ({"POSTMARK_WEBHOOK_SECRET": "p" * 31}, "POSTMARK_WEBHOOK_SECRET: at least 32"),
     ],
 )
 def test_production_refuses_dev_conveniences(change: dict[str, str], named: str) -> None:
@@ -111,6 +116,24 @@ def test_production_refuses_dev_conveniences(change: dict[str, str], named: str)
         Settings.from_env({**PRODUCTION, **change})
     assert named in str(info.value)
     assert "x" * 40 not in str(info.value)  # never echoes a key
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.7", "::", "mimic.example"])
+def test_dev_by_default_refuses_to_listen_beyond_loopback(host: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"MIMIC_HOST": host})
+    assert str(info.value).startswith(f"MIMIC_HOST: {host} is not a loopback address")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.9", "localhost", "::1", "[::1]"])
+def test_dev_by_default_listens_on_loopback(host: str) -> None:
+    assert Settings.from_env({"MIMIC_HOST": host}).server.host == host
+
+
+def test_dev_said_out_loud_may_listen_wider() -> None:
+    # compose.dev.yaml: MIMIC_ENV=dev inside a container, published on the host's loopback.
+    assert Settings.from_env({"MIMIC_ENV": "dev", "MIMIC_HOST": "0.0.0.0"}).is_dev
 
 
 def test_secret_repr_is_masked() -> None:
