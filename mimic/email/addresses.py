@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import email.utils
+import re
 
 from email_validator import EmailNotValidError, validate_email
 
 from mimic.core.errors import Unprocessable
 
+# Characters that end or bend a header line somewhere along the way: C0 controls (CR, LF, and
+# VT/FF, which str.splitlines and some generators treat as line ends), DEL, C1 controls (NEL),
+# and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
 
 def validate_address(value: str, field: str) -> str:
     """Accept ``a@b.example`` or ``Name <a@b.example>``; return it normalised."""
-    if "\r" in value or "\n" in value:
-        raise Unprocessable(f"{field}: invalid address", code="invalid_address")
+    if _CONTROL.search(value):
+        raise Unprocessable(
+            f"{field}: invalid address: control characters and line separators are not "
+            "allowed in a name or address",
+            code="invalid_address",
+        )
     name, address = email.utils.parseaddr(value)
     if not address:
         raise Unprocessable(f"{field}: invalid address {value!r}", code="invalid_address")
