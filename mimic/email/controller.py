@@ -49,7 +49,7 @@ from mimic.email.schemas import (
     Rendered,
     TemplateInfo,
 )
-from mimic.email.service import submit, submit_many
+from mimic.email.submit import submit, submit_many
 
 AUTH_ERRORS = {
     401: error_spec("Missing, unknown or revoked API key"),

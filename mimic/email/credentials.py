@@ -16,7 +16,8 @@ from mimic.core.db import Database, as_struct
 from mimic.core.errors import BadRequest, NotFound
 from mimic.core.settings import EmailProvider, SmtpSecurity
 from mimic.email.addresses import validate_address
-from mimic.email.providers import SmtpConfig
+from mimic.email.providers import Credential, SmtpConfig
+from mimic.email.providers.registry import REGISTRY
 from mimic.email.repository import queries
 from mimic.email.schemas import CredentialProvider
 
@@ -55,19 +56,6 @@ class CredentialOut(msgspec.Struct, kw_only=True):
     updated_at: datetime.datetime
 
 
-class Credential(msgspec.Struct, kw_only=True, frozen=True):
-    """A decrypted credential, alive only for the length of one send."""
-
-    provider: CredentialProvider
-    from_email: str
-    api_key: str | None = None
-    smtp: SmtpConfig | None = None
-    rate_per_second: float | None = None
-
-    def __repr__(self) -> str:
-        return f"Credential(provider={self.provider!r}, from_email={self.from_email!r})"
-
-
 def _associated(tenant_id: str, provider: str) -> bytes:
     return f"mimic-credential:{tenant_id}:{provider}".encode()
 
@@ -83,7 +71,7 @@ def last4(secret: str | None) -> str:
 
 def _secret_payload(provider: CredentialProvider, body: CredentialIn) -> tuple[bytes, str]:
     """The plaintext to seal and the last 4 characters to show (never a secret's values)."""
-    if provider == "smtp":
+    if REGISTRY[provider].credential == "smtp":
         if body.smtp is None or body.api_key is not None:
             raise BadRequest("smtp credentials need `smtp` settings and no `api_key`")
         if not body.smtp.host or not 0 < body.smtp.port < 65536:
@@ -161,9 +149,9 @@ async def load_credential(
     secret: dict[str, Any] = msgspec.json.decode(
         keyring.open(sealed, _associated(tenant_id, provider))
     )
-    if provider == "smtp":
+    if REGISTRY[provider].credential == "smtp":
         return Credential(
-            provider="smtp",
+            provider=row["provider"],
             from_email=row["from_email"],
             smtp=msgspec.convert(secret, SmtpConfig),
             rate_per_second=row["rate_per_second"],

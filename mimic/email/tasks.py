@@ -10,7 +10,7 @@ import procrastinate
 from mimic.core.deps import Deps
 from mimic.core.jobs import QUEUE_EMAIL, QUEUE_MAINTENANCE, QUEUE_WEBHOOKS, RETRY, deps_of, job_body
 from mimic.core.logs import bound
-from mimic.email.service import EmailFailed, send_notification
+from mimic.email.send import EmailFailed, send_notification
 from mimic.email.status import SEND_GROUP_TASK, SEND_TASK, purge_bodies
 from mimic.email.tracking import EVENT_TASK, apply_email_event
 from mimic.events.delivery import run_delivery

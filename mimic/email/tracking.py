@@ -1,7 +1,8 @@
 """Provider delivery events (Resend and Postmark webhooks) -> notification status and timeline.
 
 Events arrive through the gateway (stored, deduplicated by ``events``) and are applied by
-``mimic.tasks.handle_email_delivery_event``. A status only moves forward.
+``mimic.tasks.handle_email_delivery_event``. A status only moves forward. Which event types
+a provider sends, and how to read them, is in that provider's module (``providers.registry``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import msgspec
 from mimic.core.deps import Deps
 from mimic.core.settings import EmailSettings
 from mimic.email import repository, status, suppression
+from mimic.email.providers.registry import REGISTRY
 from mimic.email.suppression import SuppressionReason
 from mimic.events.routing import Rule
 from mimic.events.schemas import DeliveryContext, Outcome, Route
@@ -37,33 +39,6 @@ def unknown_message_window(settings: EmailSettings) -> float:
     return 1.5 * (settings.postmark_recheck_seconds + 3 * settings.provider_timeout_seconds)
 
 
-#: event type -> (timeline status, whether it moves the notification's status)
-RESEND_EVENTS: dict[str, tuple[str, bool]] = {
-    "email.sent": ("sent", True),
-    "email.delivered": ("delivered", True),
-    "email.delivery_delayed": ("delivery_delayed", False),
-    "email.bounced": ("bounced", True),
-    "email.complained": ("complained", True),
-    "email.failed": ("failed", True),
-    # Resend did not send it: the address is on Resend's own suppression list.
-    "email.suppressed": ("bounced", True),
-    "email.opened": ("opened", False),
-    "email.clicked": ("clicked", False),
-}
-POSTMARK_EVENTS: dict[str, tuple[str, bool]] = {
-    "Delivery": ("delivered", True),
-    "Bounce": ("bounced", True),
-    "SpamComplaint": ("complained", True),
-    "Open": ("opened", False),
-    "Click": ("clicked", False),
-}
-_EVENTS = {"resend": RESEND_EVENTS, "postmark": POSTMARK_EVENTS}
-
-
-#: Postmark bounce types that mean "this address will never accept mail" (the rest are soft).
-POSTMARK_HARD_BOUNCES = frozenset({"HardBounce", "BadEmailAddress", "ManuallyDeactivated"})
-
-
 class EmailEvent(msgspec.Struct, kw_only=True, frozen=True):
     message_id: str
     status: str
@@ -77,69 +52,30 @@ class EmailEvent(msgspec.Struct, kw_only=True, frozen=True):
 
 #: Every provider event type Mimic tracks goes to one task, which applies it.
 RULES = [
-    Rule(provider, event_type, Route(target_service=TARGET, task_name=EVENT_TASK))
-    for provider, events in _EVENTS.items()
-    for event_type in events
+    Rule(provider.name, event_type, Route(target_service=TARGET, task_name=EVENT_TASK))
+    for provider in REGISTRY.values()
+    if provider.tracking is not None
+    for event_type in provider.tracking.events
 ]
 
 
-def _timestamp(value: Any) -> datetime.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def parse(provider: str, event_type: str, payload: dict[str, Any]) -> EmailEvent | None:
-    mapped = _EVENTS[provider].get(event_type)
-    if mapped is None:
+    tracking = REGISTRY[provider].tracking
+    if tracking is None or event_type not in tracking.events:
         return None
-    status, moves = mapped
-    suppress: SuppressionReason | None = None
-    addresses: list[str] | None = None
-    if provider == "resend":
-        data = _dict(payload.get("data"))
-        message_id = data.get("email_id")
-        bounce = _dict(data.get("bounce"))
-        reason = bounce.get("message")
-        occurred = _timestamp(payload.get("created_at"))
-        if event_type == "email.bounced" and bounce.get("type") == "Permanent":
-            suppress = "hard_bounce"
-        elif event_type == "email.complained":
-            suppress = "complaint"
-        elif event_type == "email.suppressed":
-            suppress = "provider_suppressed"
-        to = data.get("to")
-        addresses = [a for a in to if isinstance(a, str)] if isinstance(to, list) else None
-    else:
-        message_id = payload.get("MessageID")
-        reason = payload.get("Description") or payload.get("Details")
-        occurred = _timestamp(
-            payload.get("DeliveredAt") or payload.get("BouncedAt") or payload.get("ReceivedAt")
-        )
-        if event_type == "Bounce" and payload.get("Type") in POSTMARK_HARD_BOUNCES:
-            suppress = "hard_bounce"
-        elif event_type == "SpamComplaint":
-            suppress = "complaint"
-        recipient = payload.get("Email") or payload.get("Recipient")
-        addresses = [recipient] if isinstance(recipient, str) and recipient else None
-    if not isinstance(message_id, str) or not message_id:
+    status, moves = tracking.events[event_type]
+    facts = tracking.read(event_type, payload)
+    if facts.message_id is None:
         return None
-    detail = f"{event_type}: {reason}" if isinstance(reason, str) and reason else event_type
+    detail = f"{event_type}: {facts.reason}" if facts.reason else event_type
     return EmailEvent(
-        message_id=message_id,
+        message_id=facts.message_id,
         status=status,
         moves=moves,
         detail=detail,
-        occurred_at=occurred,
-        suppress=suppress,
-        addresses=addresses or None,
+        occurred_at=facts.occurred_at,
+        suppress=facts.suppress,
+        addresses=facts.addresses or None,
     )
 
 

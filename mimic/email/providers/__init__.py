@@ -1,5 +1,8 @@
 """Email providers: Resend and Postmark over one shared httpx client, SMTP via aiosmtplib.
 
+What every provider module shares: the message, the outcome and its failures, and the
+``Provider`` record each module fills in (``registry.REGISTRY`` holds them by name).
+
 Keys are passed per call (never module-global), so concurrent sends for different tenants
 each use their own key. Failures are classified: ``RetryableSendError`` (429, 5xx, timeouts,
 Resend's concurrent-idempotency 409) or ``PermanentSendError`` (bad key, bad address,
@@ -8,13 +11,18 @@ Postmark 406 inactive recipient, ...), carrying the provider's reason.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import datetime
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, Protocol
 
 import httpx
 import msgspec
 
 from mimic.core import http
-from mimic.core.settings import SmtpSecurity
+from mimic.core.settings import EmailProvider, EmailSettings, Secret, SmtpSecurity
+from mimic.email.schemas import CredentialProvider
+from mimic.email.suppression import SuppressionReason
 
 
 class OutgoingEmail(msgspec.Struct, kw_only=True, frozen=True):
@@ -39,6 +47,19 @@ class SmtpConfig(msgspec.Struct, kw_only=True, frozen=True):
 
     def __repr__(self) -> str:  # never show the password
         return f"SmtpConfig(host={self.host!r}, port={self.port}, security={self.security!r})"
+
+
+class Credential(msgspec.Struct, kw_only=True, frozen=True):
+    """A tenant's decrypted credential (``email.credentials``), alive only for one send."""
+
+    provider: CredentialProvider
+    from_email: str
+    api_key: str | None = None
+    smtp: SmtpConfig | None = None
+    rate_per_second: float | None = None
+
+    def __repr__(self) -> str:
+        return f"Credential(provider={self.provider!r}, from_email={self.from_email!r})"
 
 
 class Sent(msgspec.Struct, frozen=True):
@@ -101,3 +122,95 @@ async def post(
         return await http.request(http_client, "POST", url, timeout=timeout, **kwargs)
     except http.TransportFailure as exc:
         raise RetryableSendError(exc.reason, certain=exc.certain) from None
+
+
+def api_key(credential: Credential | None, platform: Secret | None, what: str) -> str:
+    """The tenant's key when it has one, else the platform's."""
+    if credential is not None and credential.api_key:
+        return credential.api_key
+    if platform is not None:
+        return platform.get()
+    raise PermanentSendError(f"no {what} for this tenant or the platform")
+
+
+# --- delivery-tracking events -------------------------------------------------------------
+
+
+class EventFacts(msgspec.Struct, kw_only=True, frozen=True):
+    """What one delivery-tracking event says, read from its provider's payload."""
+
+    message_id: str | None
+    reason: str | None
+    occurred_at: datetime.datetime | None
+    #: Set when the event means "do not mail these addresses again".
+    suppress: SuppressionReason | None = None
+    #: The recipients the event names (None: it names none).
+    addresses: list[str] | None = None
+
+
+def text(value: Any) -> str | None:
+    """A payload's value when it is a non-empty string."""
+    return value if isinstance(value, str) and value else None
+
+
+def timestamp(value: Any) -> datetime.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Tracking:
+    """A provider's delivery-tracking webhooks (received by ``webhooks``, applied by
+    ``email.tracking``)."""
+
+    #: event type -> (timeline status, whether it moves the notification's status)
+    events: Mapping[str, tuple[str, bool]]
+    #: Reads an event of one of those types.
+    read: Callable[[str, dict[str, Any]], EventFacts]
+
+
+# --- the provider record ------------------------------------------------------------------
+
+
+class Send(Protocol):
+    """Send one message with the tenant's credential when it has one, else the platform's.
+    ``resumed``: an earlier attempt through this provider may have sent it."""
+
+    async def __call__(
+        self,
+        http_client: httpx.AsyncClient,
+        settings: EmailSettings,
+        credential: Credential | None,
+        message: OutgoingEmail,
+        /,
+        *,
+        resumed: bool,
+    ) -> Sent: ...
+
+
+#: What a tenant brings for a provider (BYOK): an API key, or its own SMTP server.
+CredentialKind = Literal["api_key", "smtp"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Provider:
+    """Everything Mimic knows about one provider, kept in that provider's module."""
+
+    name: EmailProvider
+    send: Send
+    #: Whether the platform's settings let it send without a tenant's credential.
+    configured: Callable[[EmailSettings], bool]
+    #: The platform's sends per second through it (0: no limit); a credential may say.
+    platform_rate: Callable[[EmailSettings], float]
+    #: What a tenant brings for it; None: tenants cannot bring their own.
+    credential: CredentialKind | None = None
+    #: None: it sends no delivery-tracking webhooks.
+    tracking: Tracking | None = None

@@ -1,21 +1,34 @@
-"""Postmark over its HTTP API. It has no idempotency keys: a retried send first searches
-Postmark by Mimic's metadata for an earlier send of the same notification."""
+"""Postmark over its HTTP API, and its delivery-tracking webhooks. It has no idempotency
+keys: a retried send first searches Postmark by Mimic's metadata for an earlier send of the
+same notification."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
 
 from mimic.core import http
+from mimic.core.settings import EmailSettings
 from mimic.email.providers import (
+    Credential,
+    EventFacts,
     OutgoingEmail,
     PermanentSendError,
+    Provider,
     RetryableSendError,
     Sent,
+    Tracking,
+    api_key,
     error_text,
     post,
+    text,
+    timestamp,
 )
+from mimic.email.suppression import SuppressionReason
+
+logger = logging.getLogger(__name__)
 
 POSTMARK_METADATA_KEY = "mimic_notification_id"
 
@@ -114,3 +127,86 @@ async def find_postmark_message(
     if messages and isinstance(messages[0].get("MessageID"), str):
         return str(messages[0]["MessageID"])
     return None
+
+
+async def send(
+    http_client: httpx.AsyncClient,
+    settings: EmailSettings,
+    credential: Credential | None,
+    message: OutgoingEmail,
+    /,
+    *,
+    resumed: bool,
+) -> Sent:
+    timeout = settings.provider_timeout_seconds
+    token = api_key(credential, settings.postmark_server_token, "Postmark server token")
+    if resumed:
+        # An earlier attempt may have reached Postmark (it died mid-call or timed out):
+        # Postmark may have sent it already, and has no idempotency key to ask.
+        earlier = await find_postmark_message(
+            http_client,
+            base_url=settings.postmark_api_url,
+            token=token,
+            notification_id=message.notification_id,
+            timeout=timeout,
+        )
+        if earlier is not None:
+            logger.info("notification %s was already sent by Postmark", message.notification_id)
+            return Sent(earlier, "found the earlier send at Postmark; not sent again")
+    try:
+        return await send_postmark(
+            http_client,
+            base_url=settings.postmark_api_url,
+            token=token,
+            message=message,
+            timeout=timeout,
+        )
+    except RetryableSendError as exc:
+        if exc.certain:
+            raise
+        # It may have been sent: give Postmark's search time to see it before the retry.
+        raise RetryableSendError(
+            exc.reason,
+            retry_after=max(exc.retry_after or 0.0, settings.postmark_recheck_seconds),
+        ) from None
+
+
+#: event type -> (timeline status, whether it moves the notification's status)
+POSTMARK_EVENTS: dict[str, tuple[str, bool]] = {
+    "Delivery": ("delivered", True),
+    "Bounce": ("bounced", True),
+    "SpamComplaint": ("complained", True),
+    "Open": ("opened", False),
+    "Click": ("clicked", False),
+}
+
+#: Bounce types that mean "this address will never accept mail" (the rest are soft).
+POSTMARK_HARD_BOUNCES = frozenset({"HardBounce", "BadEmailAddress", "ManuallyDeactivated"})
+
+
+def read_event(event_type: str, payload: dict[str, Any]) -> EventFacts:
+    suppress: SuppressionReason | None = None
+    if event_type == "Bounce" and payload.get("Type") in POSTMARK_HARD_BOUNCES:
+        suppress = "hard_bounce"
+    elif event_type == "SpamComplaint":
+        suppress = "complaint"
+    recipient = text(payload.get("Email") or payload.get("Recipient"))
+    return EventFacts(
+        message_id=text(payload.get("MessageID")),
+        reason=text(payload.get("Description") or payload.get("Details")),
+        occurred_at=timestamp(
+            payload.get("DeliveredAt") or payload.get("BouncedAt") or payload.get("ReceivedAt")
+        ),
+        suppress=suppress,
+        addresses=[recipient] if recipient else None,
+    )
+
+
+PROVIDER = Provider(
+    name="postmark",
+    send=send,
+    configured=lambda settings: settings.postmark_server_token is not None,
+    platform_rate=lambda settings: settings.postmark_rate_per_second,
+    credential="api_key",
+    tracking=Tracking(events=POSTMARK_EVENTS, read=read_event),
+)

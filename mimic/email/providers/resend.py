@@ -1,4 +1,5 @@
-"""Resend over its HTTP API (the SDK keeps one module-global key, unsafe under BYOK)."""
+"""Resend over its HTTP API (the SDK keeps one module-global key, unsafe under BYOK), and
+its delivery-tracking webhooks."""
 
 from __future__ import annotations
 
@@ -8,14 +9,24 @@ from typing import Any
 import httpx
 
 from mimic.core import http
+from mimic.core.settings import EmailSettings
 from mimic.email.providers import (
+    Credential,
+    EventFacts,
     OutgoingEmail,
     PermanentSendError,
+    Provider,
     RetryableSendError,
     Sent,
+    Tracking,
+    api_key,
+    as_dict,
     error_text,
     post,
+    text,
+    timestamp,
 )
+from mimic.email.suppression import SuppressionReason
 
 
 async def send_resend(
@@ -78,3 +89,68 @@ async def send_resend(
     if code == 409 and name == "concurrent_idempotent_requests":
         raise RetryableSendError(reason, retry_after=http.retry_after(response))
     raise PermanentSendError(reason)
+
+
+async def send(
+    http_client: httpx.AsyncClient,
+    settings: EmailSettings,
+    credential: Credential | None,
+    message: OutgoingEmail,
+    /,
+    *,
+    resumed: bool,
+) -> Sent:
+    # A resumed send needs nothing special: the Idempotency-Key returns the first send's id.
+    return await send_resend(
+        http_client,
+        base_url=settings.resend_api_url,
+        api_key=api_key(credential, settings.resend_api_key, "Resend API key"),
+        message=message,
+        timeout=settings.provider_timeout_seconds,
+    )
+
+
+#: event type -> (timeline status, whether it moves the notification's status)
+RESEND_EVENTS: dict[str, tuple[str, bool]] = {
+    "email.sent": ("sent", True),
+    "email.delivered": ("delivered", True),
+    "email.delivery_delayed": ("delivery_delayed", False),
+    "email.bounced": ("bounced", True),
+    "email.complained": ("complained", True),
+    "email.failed": ("failed", True),
+    # Resend did not send it: the address is on Resend's own suppression list.
+    "email.suppressed": ("bounced", True),
+    "email.opened": ("opened", False),
+    "email.clicked": ("clicked", False),
+}
+
+
+def read_event(event_type: str, payload: dict[str, Any]) -> EventFacts:
+    data = as_dict(payload.get("data"))
+    bounce = as_dict(data.get("bounce"))
+    suppress: SuppressionReason | None = None
+    if event_type == "email.bounced" and bounce.get("type") == "Permanent":
+        suppress = "hard_bounce"
+    elif event_type == "email.complained":
+        suppress = "complaint"
+    elif event_type == "email.suppressed":
+        suppress = "provider_suppressed"
+    to = data.get("to")
+    return EventFacts(
+        message_id=text(data.get("email_id")),
+        reason=text(bounce.get("message")),
+        occurred_at=timestamp(payload.get("created_at")),
+        suppress=suppress,
+        # Every recipient of the message, not which of them the event is about.
+        addresses=[a for a in to if isinstance(a, str)] if isinstance(to, list) else None,
+    )
+
+
+PROVIDER = Provider(
+    name="resend",
+    send=send,
+    configured=lambda settings: settings.resend_api_key is not None,
+    platform_rate=lambda settings: settings.resend_rate_per_second,
+    credential="api_key",
+    tracking=Tracking(events=RESEND_EVENTS, read=read_event),
+)

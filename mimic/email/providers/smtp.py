@@ -14,18 +14,23 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
 import aiosmtplib
+import httpx
 
 from mimic.core.outbound import (
     SMTP_PORTS,
     Allowlist,
     OutboundRefused,
     Unresolved,
+    allowlist,
     connect_checked,
     resolve_checked,
 )
+from mimic.core.settings import EmailSettings
 from mimic.email.providers import (
+    Credential,
     OutgoingEmail,
     PermanentSendError,
+    Provider,
     RetryableSendError,
     Sent,
     SmtpConfig,
@@ -247,3 +252,40 @@ def _pool() -> SmtpPool:
 def _log_reply(guard: Allowlist | None, text: str) -> None:
     if guard is None:  # the platform's own server: its words help the operator
         logger.warning("SMTP server replied: %s", text[:300])
+
+
+async def send(
+    http_client: httpx.AsyncClient,
+    settings: EmailSettings,
+    credential: Credential | None,
+    message: OutgoingEmail,
+    /,
+    *,
+    resumed: bool,
+) -> Sent:
+    """The tenant's own server when it has one, else the platform's."""
+    timeout = settings.provider_timeout_seconds
+    if credential and credential.smtp:
+        # A tenant's own server: the SSRF rule applies (core.outbound).
+        guard = allowlist(settings.smtp_allowed_hosts)
+        return await send_smtp(credential.smtp, message, timeout=timeout, guard=guard)
+    if settings.smtp_host is not None:
+        config = SmtpConfig(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get() if settings.smtp_password else None,
+            security=settings.smtp_security,
+        )
+    else:
+        raise PermanentSendError("no SMTP server for this tenant or the platform")
+    return await send_smtp(config, message, timeout=timeout)
+
+
+PROVIDER = Provider(
+    name="smtp",
+    send=send,
+    configured=lambda settings: settings.smtp_host is not None,
+    platform_rate=lambda settings: settings.smtp_rate_per_second,
+    credential="smtp",
+)
