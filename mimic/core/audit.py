@@ -10,13 +10,10 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from mimic.core.db import Database
+from mimic.core.db import Database, load_queries
 from mimic.core.errors import MimicError
 
-_INSERT = """
-INSERT INTO audit_log (key_id, action, target_ids, outcome, detail)
-VALUES ($1, $2, $3, $4, $5::jsonb)
-"""
+queries = load_queries("mimic.core")
 
 
 class Entry:
@@ -37,7 +34,12 @@ async def record(
     detail: dict[str, Any] | None = None,
 ) -> None:
     await db.execute(
-        _INSERT, key_id, action, list(targets), outcome, json.dumps(detail or {}, default=str)
+        queries["record_audit"],
+        key_id,
+        action,
+        list(targets),
+        outcome,
+        json.dumps(detail or {}, default=str),
     )
 
 

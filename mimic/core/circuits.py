@@ -13,40 +13,16 @@ import time
 
 import msgspec
 
-from mimic.core.db import Database
+from mimic.core.db import Database, load_queries
 from mimic.core.errors import MimicError
+
+queries = load_queries("mimic.core")
 
 
 class Policy(msgspec.Struct, frozen=True):
     failures: int
     window_seconds: float
     cooldown_seconds: float
-
-
-_FAILURE = """
-INSERT INTO provider_circuits AS c (key, failures, first_failure_at, last_error)
-VALUES ($1, 1, now(), $2)
-ON CONFLICT (key) DO UPDATE
-   SET failures = CASE WHEN c.first_failure_at IS NULL
-                         OR c.first_failure_at < now() - make_interval(secs => $3)
-                       THEN 1 ELSE c.failures + 1 END,
-       first_failure_at = CASE WHEN c.first_failure_at IS NULL
-                                 OR c.first_failure_at < now() - make_interval(secs => $3)
-                               THEN now() ELSE c.first_failure_at END,
-       last_error = $2
-RETURNING failures
-"""
-_OPEN = """
-UPDATE provider_circuits
-   SET open_until = now() + make_interval(secs => $2), failures = 0, first_failure_at = NULL
- WHERE key = $1
-RETURNING open_until
-"""
-_RESET = "UPDATE provider_circuits SET failures = 0, first_failure_at = NULL WHERE key = $1"
-_SNAPSHOT = """
-SELECT key, open_until, failures FROM provider_circuits
- WHERE failures > 0 OR open_until > now()
-"""
 
 
 class Circuits:
@@ -61,7 +37,7 @@ class Circuits:
     async def _snapshot(self) -> None:
         if time.monotonic() - self._read_at < self._refresh:
             return
-        rows = await self._db.fetch(_SNAPSHOT)
+        rows = await self._db.fetch(queries["circuit_snapshot"])
         now = datetime.datetime.now(datetime.UTC)
         self._open = {
             r["key"]: r["open_until"] for r in rows if r["open_until"] and r["open_until"] > now
@@ -80,13 +56,13 @@ class Circuits:
     async def failed(self, key: str, reason: str) -> datetime.datetime | None:
         """Count a certain failure; returns open_until when this one opened the circuit."""
         count: int = await self._db.fetchval(
-            _FAILURE, key, reason[:300], self._policy.window_seconds
+            queries["circuit_failure"], key, reason[:300], self._policy.window_seconds
         )
         self._failing.add(key)
         if count < self._policy.failures:
             return None
         until: datetime.datetime = await self._db.fetchval(
-            _OPEN, key, self._policy.cooldown_seconds
+            queries["open_circuit"], key, self._policy.cooldown_seconds
         )
         self._open[key] = until
         return until
@@ -95,7 +71,7 @@ class Circuits:
         """Best effort: called after a send went out, so it must not fail that send."""
         if key in self._failing:
             try:
-                await self._db.execute(_RESET, key)
+                await self._db.execute(queries["reset_circuit"], key)
             except MimicError:
                 return  # the next success resets it
             self._failing.discard(key)

@@ -17,6 +17,7 @@ Only driver calls are translated: an exception raised by the caller's own code i
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -56,8 +57,10 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 T = TypeVar("T")
 
 
+@functools.cache
 def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
-    """Load the ``-- name: x`` sectioned SQL file shipped inside ``package``."""
+    """Load the ``-- name: x`` sectioned SQL file shipped inside ``package``: read and parsed
+    once per process, however many modules ask for it."""
     text = (resources.files(package) / filename).read_text(encoding="utf-8")
     return parse_queries(text, f"{package}/{filename}")
 

@@ -9,9 +9,12 @@ from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mimic.core import metrics
+from mimic.core.db import load_queries
 from mimic.core.deps import Deps
 from mimic.core.errors import MimicError
 from mimic.core.migrate import Step, schema_status
+
+queries = load_queries("mimic.core")
 
 
 class Health(msgspec.Struct, kw_only=True):
@@ -60,8 +63,8 @@ async def read_queue_gauges(deps: Deps) -> None:
     """The queue gauges, read from procrastinate's table at each scrape. A database that does
     not answer leaves them out (the rest of /metrics is still served)."""
     try:
-        counts = await deps.db.fetch(metrics.QUEUE_COUNTS_SQL)
-        oldest = await deps.db.fetch(metrics.QUEUE_OLDEST_SQL)
+        counts = await deps.db.fetch(queries["queue_counts"])
+        oldest = await deps.db.fetch(queries["queue_oldest_todo"])
     except MimicError:
         metrics.queue_jobs.clear()
         metrics.queue_oldest_todo.clear()

@@ -15,7 +15,7 @@ import secrets
 import msgspec
 
 from mimic.core.audit import record
-from mimic.core.db import Database, as_structs
+from mimic.core.db import Database, as_structs, load_queries
 from mimic.core.errors import BadRequest, NotFound
 
 #: Every tenant key starts with this, so a leaked one is easy to recognise (and to grep for).
@@ -23,6 +23,8 @@ TENANT_KEY_PREFIX = "mimic_tk_"
 #: What a tenant id looks like, everywhere a tenant is named. The one definition.
 TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TENANT_ID_RULE = "tenant_id must be 1-64 characters of letters, digits, '_', '.', '-'"
+
+queries = load_queries("mimic.core")
 
 
 class TenantKey(msgspec.Struct, kw_only=True):
@@ -55,7 +57,7 @@ async def create_key(db: Database, tenant_id: str, name: str = "", *, by: str) -
     kid = key_id(key)
     async with db.transaction() as conn:
         await conn.execute(
-            "INSERT INTO api_keys (id, key_hash, tenant_id, name) VALUES ($1, $2, $3, $4)",
+            queries["insert_api_key"],
             kid,
             key_hash(key),
             tenant_id,
@@ -73,20 +75,13 @@ async def create_key(db: Database, tenant_id: str, name: str = "", *, by: str) -
 
 
 async def list_keys(db: Database, tenant_id: str | None = None) -> list[TenantKey]:
-    rows = await db.fetch(
-        "SELECT id, tenant_id, name, created_at, revoked_at FROM api_keys"
-        " WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY tenant_id, created_at, id",
-        tenant_id,
-    )
+    rows = await db.fetch(queries["list_api_keys"], tenant_id)
     return as_structs(rows, TenantKey)
 
 
 async def revoke_key(db: Database, kid: str, *, by: str) -> None:
     """Revoke at once: the next request with the key is refused."""
-    found = await db.fetchval(
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING id",
-        kid,
-    )
+    found = await db.fetchval(queries["revoke_api_key"], kid)
     if found is None:
         raise NotFound(f"no key {kid!r}; `mimic keys list` shows the ids", code="key_not_found")
     await record(db, key_id=by, action="revoke_key", targets=[kid], outcome="ok")
@@ -96,8 +91,5 @@ async def tenant_of(db: Database, key: str) -> str | None:
     """The tenant a live key acts for, or None (unknown or revoked)."""
     if not key.startswith(TENANT_KEY_PREFIX):
         return None
-    found: str | None = await db.fetchval(
-        "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-        key_hash(key),
-    )
+    found: str | None = await db.fetchval(queries["tenant_of_key"], key_hash(key))
     return found

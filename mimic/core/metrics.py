@@ -61,25 +61,3 @@ queue_oldest_todo = Gauge(
     "Age of the oldest job waiting to run (due now or earlier), by queue",
     ["queue"],
 )
-
-#: Jobs waiting or running by queue (final statuses are left out: counting them would read
-#: the whole table), and per queue the age of the oldest due job, by defer order.
-QUEUE_COUNTS_SQL = """
-SELECT queue_name, status::text AS status, count(*) AS jobs
-  FROM procrastinate_jobs
- WHERE status IN ('todo', 'doing')
- GROUP BY queue_name, status
-"""
-QUEUE_OLDEST_SQL = """
-WITH oldest AS (
-    SELECT queue_name, min(id) AS id FROM procrastinate_jobs
-     WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
-     GROUP BY queue_name
-)
-SELECT o.queue_name,
-       extract(epoch FROM now() - coalesce(
-           j.scheduled_at,
-           (SELECT min(e.at) FROM procrastinate_events e
-             WHERE e.job_id = o.id AND e.type = 'deferred')))::float8 AS age
-  FROM oldest o JOIN procrastinate_jobs j ON j.id = o.id
-"""

@@ -23,3 +23,88 @@ SELECT count(*) FROM (
 DELETE FROM procrastinate_jobs
  WHERE task_name = $1 AND status = 'succeeded' AND id <> $2
    AND id NOT IN (SELECT job_id FROM procrastinate_periodic_defers WHERE job_id IS NOT NULL)
+
+-- name: record_audit
+-- Append one admin action to the audit log (the key by its id, never its value).
+INSERT INTO audit_log (key_id, action, target_ids, outcome, detail)
+VALUES ($1, $2, $3, $4, $5::jsonb)
+
+-- name: insert_api_key
+-- Store a new tenant key: its id and SHA-256, never the key itself.
+INSERT INTO api_keys (id, key_hash, tenant_id, name) VALUES ($1, $2, $3, $4)
+
+-- name: list_api_keys
+-- Tenant keys, of tenant $1 or (when $1 is NULL) of all, by tenant then age.
+SELECT id, tenant_id, name, created_at, revoked_at FROM api_keys
+ WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY tenant_id, created_at, id
+
+-- name: revoke_api_key
+-- Revoke a key (once: a second revoke keeps the first time); nothing when there is no such id.
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING id
+
+-- name: tenant_of_key
+-- The tenant a live (unrevoked) key acts for, by the key's SHA-256.
+SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL
+
+-- name: circuit_failure
+-- Count one failure of key $1 ($2 the reason); a count older than $3 seconds starts over.
+INSERT INTO provider_circuits AS c (key, failures, first_failure_at, last_error)
+VALUES ($1, 1, now(), $2)
+ON CONFLICT (key) DO UPDATE
+   SET failures = CASE WHEN c.first_failure_at IS NULL
+                         OR c.first_failure_at < now() - make_interval(secs => $3)
+                       THEN 1 ELSE c.failures + 1 END,
+       first_failure_at = CASE WHEN c.first_failure_at IS NULL
+                                 OR c.first_failure_at < now() - make_interval(secs => $3)
+                               THEN now() ELSE c.first_failure_at END,
+       last_error = $2
+RETURNING failures
+
+-- name: open_circuit
+-- Open key $1's circuit for $2 seconds and clear its failure count; returns when it closes.
+UPDATE provider_circuits
+   SET open_until = now() + make_interval(secs => $2), failures = 0, first_failure_at = NULL
+ WHERE key = $1
+RETURNING open_until
+
+-- name: reset_circuit
+-- A success: forget key $1's failures.
+UPDATE provider_circuits SET failures = 0, first_failure_at = NULL WHERE key = $1
+
+-- name: circuit_snapshot
+-- Circuits that are failing or open (the per-process snapshot).
+SELECT key, open_until, failures FROM provider_circuits
+ WHERE failures > 0 OR open_until > now()
+
+-- name: take_send_token
+-- Take one token of bucket $1 (capacity $2, refilled at $3 per second); the balance left.
+INSERT INTO send_rate_buckets AS b (key, tokens, updated_at)
+VALUES ($1, $2::float8 - 1, clock_timestamp())
+ON CONFLICT (key) DO UPDATE
+   SET tokens = least($2::float8,
+                      b.tokens + $3::float8 * extract(epoch FROM clock_timestamp() - b.updated_at))
+                - 1,
+       updated_at = clock_timestamp()
+RETURNING tokens
+
+-- name: queue_counts
+-- Jobs waiting or running, by queue (final statuses are left out: counting them would read
+-- the whole table).
+SELECT queue_name, status::text AS status, count(*) AS jobs
+  FROM procrastinate_jobs
+ WHERE status IN ('todo', 'doing')
+ GROUP BY queue_name, status
+
+-- name: queue_oldest_todo
+-- Per queue, the age in seconds of the oldest job due now or earlier, by defer order.
+WITH oldest AS (
+    SELECT queue_name, min(id) AS id FROM procrastinate_jobs
+     WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
+     GROUP BY queue_name
+)
+SELECT o.queue_name,
+       extract(epoch FROM now() - coalesce(
+           j.scheduled_at,
+           (SELECT min(e.at) FROM procrastinate_events e
+             WHERE e.job_id = o.id AND e.type = 'deferred')))::float8 AS age
+  FROM oldest o JOIN procrastinate_jobs j ON j.id = o.id

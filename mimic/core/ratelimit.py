@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import asyncio
 
-from mimic.core.db import Database
+from mimic.core.db import Database, load_queries
 
-_TAKE = """
-INSERT INTO send_rate_buckets AS b (key, tokens, updated_at)
-VALUES ($1, $2::float8 - 1, clock_timestamp())
-ON CONFLICT (key) DO UPDATE
-   SET tokens = least($2::float8,
-                      b.tokens + $3::float8 * extract(epoch FROM clock_timestamp() - b.updated_at))
-                - 1,
-       updated_at = clock_timestamp()
-RETURNING tokens
-"""
+queries = load_queries("mimic.core")
 
 
 async def take(db: Database, key: str, rate: float) -> float:
     """Reserve one token of ``key``'s bucket; returns how many seconds to wait before using
     it (0: now). The bucket holds one token: sends are paced evenly at ``rate`` per second,
     never bunched, so whatever window the provider counts in, it sees at most ``rate``."""
-    tokens: float = await db.fetchval(_TAKE, key, 1.0, rate)
+    tokens: float = await db.fetchval(queries["take_send_token"], key, 1.0, rate)
     return max(0.0, -tokens / rate)
 
 

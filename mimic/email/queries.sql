@@ -193,3 +193,39 @@ UPDATE provider_credentials SET key_id = $3, nonce = $4, ciphertext = $5
 -- name: lock_notification
 -- Serialise provider events for one notification; returns its status.
 SELECT status FROM notifications WHERE id = $1 FOR UPDATE
+
+-- name: suppressed_addresses
+-- Which of addresses $2 (normalized) tenant $1 has suppressed, in order.
+SELECT address FROM suppressions WHERE tenant = $1 AND address = ANY($2::text[])
+ ORDER BY address
+
+-- name: add_suppressions
+-- Suppress addresses $2 for tenant $1 (a complaint is never replaced); those added or changed.
+INSERT INTO suppressions AS s (tenant, address, reason, provider, notification_id, detail)
+SELECT $1, a, $3, $4, $5, $6 FROM unnest($2::text[]) AS a
+ON CONFLICT (tenant, address) DO UPDATE
+   SET reason = EXCLUDED.reason, provider = EXCLUDED.provider,
+       notification_id = EXCLUDED.notification_id, detail = EXCLUDED.detail
+ WHERE s.reason <> 'complaint' AND s.reason <> EXCLUDED.reason
+RETURNING address
+
+-- name: lock_suppression
+-- One suppressed address of a tenant, locked to be removed.
+SELECT nullif(tenant, '') AS tenant_id, address AS email, reason, provider,
+       notification_id, detail, created_at
+  FROM suppressions WHERE tenant = $1 AND address = $2 FOR UPDATE
+
+-- name: delete_suppression
+-- Take an address off a tenant's suppression list.
+DELETE FROM suppressions WHERE tenant = $1 AND address = $2
+
+-- name: list_suppressions
+-- Keyset page of a tenant's list, newest first ($2: one address or all; ($4, $5) is the
+-- (created_at, address) of the previous page's last row).
+SELECT nullif(tenant, '') AS tenant_id, address AS email, reason, provider,
+       notification_id, detail, created_at
+  FROM suppressions
+ WHERE tenant = $1 AND ($2::text IS NULL OR address = $2)
+   AND ($4::timestamptz IS NULL OR (created_at, address) < ($4, $5::text))
+ ORDER BY created_at DESC, address DESC
+ LIMIT $3

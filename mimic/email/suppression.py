@@ -22,6 +22,7 @@ from mimic.core import metrics
 from mimic.core.db import Database, as_structs
 from mimic.core.errors import Conflict, NotFound, Unprocessable
 from mimic.core.pagination import decode_text_cursor, page
+from mimic.email.repository import queries
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +60,6 @@ def _tenant(tenant_id: str | None) -> str:
     return tenant_id if tenant_id is not None else PLATFORM
 
 
-_COLUMNS = """nullif(tenant, '') AS tenant_id, address AS email, reason, provider,
-              notification_id, detail, created_at"""
-
-
 async def suppressed_among(
     db: Database, tenant_id: str | None, addresses: Iterable[str]
 ) -> list[str]:
@@ -70,12 +67,7 @@ async def suppressed_among(
     wanted = sorted({normalize(a) for a in addresses})
     if not wanted:
         return []
-    rows = await db.fetch(
-        "SELECT address FROM suppressions WHERE tenant = $1 AND address = ANY($2::text[])"
-        " ORDER BY address",
-        _tenant(tenant_id),
-        wanted,
-    )
+    rows = await db.fetch(queries["suppressed_addresses"], _tenant(tenant_id), wanted)
     return [row["address"] for row in rows]
 
 
@@ -108,14 +100,7 @@ async def add(
     if not normalized:
         return 0
     rows = await db.fetch(
-        """INSERT INTO suppressions AS s (tenant, address, reason, provider, notification_id,
-                                         detail)
-           SELECT $1, a, $3, $4, $5, $6 FROM unnest($2::text[]) AS a
-           ON CONFLICT (tenant, address) DO UPDATE
-              SET reason = EXCLUDED.reason, provider = EXCLUDED.provider,
-                  notification_id = EXCLUDED.notification_id, detail = EXCLUDED.detail
-            WHERE s.reason <> 'complaint' AND s.reason <> EXCLUDED.reason
-           RETURNING address""",
+        queries["add_suppressions"],
         _tenant(tenant_id),
         normalized,
         reason,
@@ -135,11 +120,7 @@ async def remove(db: Database, tenant_id: str | None, address: str, *, force: bo
     """Take an address off the list. A complaint needs ``force`` (the recipient asked)."""
     normalized = normalize(address)
     async with db.transaction() as conn:
-        row = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM suppressions WHERE tenant = $1 AND address = $2 FOR UPDATE",
-            _tenant(tenant_id),
-            normalized,
-        )
+        row = await conn.fetchrow(queries["lock_suppression"], _tenant(tenant_id), normalized)
         if row is None:
             raise NotFound(f"{normalized} is not suppressed for this tenant")
         if row["reason"] == "complaint" and not force:
@@ -147,11 +128,7 @@ async def remove(db: Database, tenant_id: str | None, address: str, *, force: bo
                 f"{normalized} complained about this sender's mail; removing it needs force=true",
                 code="complaint_needs_force",
             )
-        await conn.execute(
-            "DELETE FROM suppressions WHERE tenant = $1 AND address = $2",
-            _tenant(tenant_id),
-            normalized,
-        )
+        await conn.execute(queries["delete_suppression"], _tenant(tenant_id), normalized)
     return msgspec.convert(dict(row), Suppression)
 
 
@@ -165,11 +142,7 @@ async def list_page(
 ) -> SuppressionPage:
     since = decode_text_cursor(cursor) if cursor else (None, None)
     rows = await db.fetch(
-        f"""SELECT {_COLUMNS} FROM suppressions
-             WHERE tenant = $1 AND ($2::text IS NULL OR address = $2)
-               AND ($4::timestamptz IS NULL OR (created_at, address) < ($4, $5::text))
-             ORDER BY created_at DESC, address DESC
-             LIMIT $3""",
+        queries["list_suppressions"],
         _tenant(tenant_id),
         normalize(email_filter) if email_filter else None,
         limit + 1,
