@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--processes",
         type=_positive_int,
         default=1,
-        help="worker processes to run (each takes WORKER_CONCURRENCY jobs at once)",
+        help="worker processes to run (each with its own webhook and email slots)",
     )
     worker.set_defaults(func=cmd_worker)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)

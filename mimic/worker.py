@@ -23,7 +23,14 @@ import uvicorn
 from mimic.billing import tasks as billing_tasks
 from mimic.core.deps import Deps, open_deps
 from mimic.core.health import WorkerState, worker_health_app
-from mimic.core.jobs import QUEUE_MAINTENANCE, Backoff, deps_of, queries
+from mimic.core.jobs import (
+    QUEUE_EMAIL,
+    QUEUE_MAINTENANCE,
+    QUEUE_WEBHOOKS,
+    Backoff,
+    deps_of,
+    queries,
+)
 from mimic.core.settings import Settings
 from mimic.email import tasks as email_tasks
 from mimic.events import tasks as event_tasks
@@ -244,54 +251,76 @@ async def _run_connected(
     *,
     wait: bool,
 ) -> bool:
-    """Run procrastinate's worker on a fresh pool until a stop (True) or a failure (False)."""
+    """Run procrastinate's workers on a fresh pool until a stop (True) or a failure (False).
+
+    Two procrastinate workers share the process and the pool, each with its own slots: one
+    for the webhooks and maintenance queues, one for email, so deliveries to internal
+    services never wait behind mail (however slow a tenant's mail server is)."""
     assert settings.database.url is not None
     worker = settings.worker
-    pool = job_pool(settings.database.url.get(), size=worker.concurrency + 4)
+    pool = job_pool(
+        settings.database.url.get(), size=worker.concurrency_webhooks + worker.concurrency_email + 4
+    )
     connector = procrastinate.PsycopgConnector(conninfo=settings.database.url.get())
+    shares = {
+        "webhooks": ([QUEUE_WEBHOOKS, QUEUE_MAINTENANCE], worker.concurrency_webhooks),
+        "email": ([QUEUE_EMAIL], worker.concurrency_email),
+    }
     try:
         await pool.open(wait=True, timeout=10)
         state.reason = None  # connected: ready
         with app.replace_connector(connector):
             async with app.open_async(pool=pool):
-                run = asyncio.create_task(
-                    app.run_worker_async(
-                        concurrency=worker.concurrency,
-                        wait=wait,
-                        fetch_job_polling_interval=worker.poll_seconds,
-                        shutdown_graceful_timeout=worker.shutdown_grace_seconds,
-                        update_heartbeat_interval=worker.heartbeat_seconds,
-                        stalled_worker_timeout=worker.stalled_after_seconds,
-                        additional_context={"deps": deps},
-                        install_signal_handlers=False,
-                    ),
-                    name="procrastinate worker",
-                )
+                runs = {
+                    asyncio.create_task(
+                        app.run_worker_async(
+                            queues=queues,
+                            name=f"mimic-{share}",
+                            concurrency=concurrency,
+                            wait=wait,
+                            fetch_job_polling_interval=worker.poll_seconds,
+                            shutdown_graceful_timeout=worker.shutdown_grace_seconds,
+                            update_heartbeat_interval=worker.heartbeat_seconds,
+                            stalled_worker_timeout=worker.stalled_after_seconds,
+                            additional_context={"deps": deps},
+                            install_signal_handlers=False,
+                        ),
+                        name=f"procrastinate worker ({share})",
+                    )
+                    for share, (queues, concurrency) in shares.items()
+                }
                 stopping = asyncio.create_task(stop.wait())
                 try:
-                    await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    if wait:  # until a stop, or the first run to end (a failure)
+                        await asyncio.wait({*runs, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    else:  # drain: both queues empty
+                        await asyncio.wait(runs)
                 except asyncio.CancelledError:
                     # Cancelled from outside: stop procrastinate gracefully, then go.
                     stopping.cancel()
-                    run.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await run
+                    await _cancel_all(runs)
                     raise
-                if not run.done():
-                    # Graceful: no new jobs; in-flight ones get the grace period, then are
-                    # cut off and retried (see job_body).
-                    run.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await run
-                    return True
                 stopping.cancel()
-                run.result()  # a failure raises here
-                # The run ended by itself: done with the queue (wait=False), or procrastinate
+                ended = [run for run in runs if run.done()]
+                # Graceful: no new jobs; in-flight ones get the grace period, then are cut
+                # off and retried (see job_body).
+                await _cancel_all(runs)
+                for run in ended:
+                    run.result()  # a failure raises here
+                # Stopped, or drained (wait=False); else a run ended by itself: procrastinate
                 # stopped after one of its side tasks (listener, heartbeat) lost the database.
-                return not wait
+                return stop.is_set() or not wait or not ended
     finally:
         with contextlib.suppress(Exception):
             await pool.close(timeout=5)
+
+
+async def _cancel_all(runs: set[asyncio.Task[None]]) -> None:
+    for run in runs:
+        run.cancel()
+    for run in runs:
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
 
 
 async def run_worker(

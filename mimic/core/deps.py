@@ -12,6 +12,7 @@ from mimic.core.circuits import Circuits, Policy
 from mimic.core.crypto import Keyring
 from mimic.core.db import Database, create_pool
 from mimic.core.settings import Settings
+from mimic.core.slots import KeyedSlots
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class Deps:
     keyring: Keyring
     #: Provider circuit breakers, shared with every process through Postgres.
     circuits: Circuits
+    #: Each tenant's share of this worker's email slots (WORKER_TENANT_EMAIL_SLOTS).
+    tenant_slots: KeyedSlots
 
 
 @contextlib.asynccontextmanager
@@ -43,6 +46,7 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
             http=http,
             keyring=Keyring(settings.email.encryption_keys),
             circuits=Circuits(db, policy),
+            tenant_slots=KeyedSlots(settings.worker.tenant_email_slots),
         )
     finally:
         await http.aclose()

@@ -24,6 +24,10 @@ emails_finished = Counter(
     "Email send attempts, by provider and outcome",
     ["provider", "outcome"],
 )
+tenant_slot_waits = Counter(
+    "mimic_tenant_slot_waits_total",
+    "Email jobs handed to a later job because their tenant held its share of the slots",
+)
 group_commit_size = Histogram(
     "mimic_group_commit_size",
     "Requests stored by one transaction (group commit), by writer (webhooks, emails)",

@@ -23,11 +23,23 @@ async def take(db: Database, key: str, rate: float) -> float:
     return max(0.0, -tokens / rate)
 
 
-async def wait_turn(db: Database, key: str, rate: float | None) -> float:
-    """Take a token and sleep until it is due. No rate (None or 0): no limit, no query."""
+#: Longest a caller sleeps for its turn, in its worker slot: a later turn is the caller's to
+#: come back for (a job scheduled for it), so no slot is held waiting.
+MAX_WAIT_SECONDS = 1.0
+
+
+async def wait_turn(
+    db: Database, key: str, rate: float | None, *, max_wait: float = MAX_WAIT_SECONDS
+) -> float:
+    """Take a token: sleep until it is due if that is at most ``max_wait`` away, and return
+    0; else return how many seconds away it is, without sleeping (the token stays taken: the
+    caller's turn is then, and it must not take another). No rate (None or 0): no limit, no
+    query."""
     if not rate:
         return 0.0
     delay = await take(db, key, rate)
+    if delay > max_wait:
+        return delay
     if delay > 0:
         await asyncio.sleep(delay)
-    return delay
+    return 0.0

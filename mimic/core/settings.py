@@ -143,14 +143,31 @@ def _positive(raw: str) -> float:
 POSITIVE = Parser("a positive number", _positive)
 
 
+def seconds(low: float, high: float) -> Parser:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not low <= value <= high:
+            raise ValueError(raw)
+        return value
+
+    return Parser(f"a number of seconds between {low:g} and {high:g}", parse)
+
+
+#: What any rate of sends may be (a tenant's credential or the platform's): a floor, so no
+#: queue of sends waits days for its turn, and a ceiling no provider would honour anyway.
+MIN_RATE, MAX_RATE = 0.1, 10_000.0
+
+
 def _rate(raw: str) -> float:
     value = float(raw)
-    if not value >= 0 or value == float("inf"):
+    if value != 0 and not MIN_RATE <= value <= MAX_RATE:
         raise ValueError(raw)
     return value
 
 
-RATE = Parser("a number of sends per second, 0 for no limit", _rate)
+RATE = Parser(
+    f"a number of sends per second from {MIN_RATE:g} to {MAX_RATE:g}, 0 for no limit", _rate
+)
 
 
 def _url(raw: str) -> str:
@@ -381,6 +398,8 @@ class EmailSettings(msgspec.Struct, kw_only=True, frozen=True):
     postmark_server_token: Secret | None = None
     postmark_api_url: str = "https://api.postmarkapp.com"
     provider_timeout_seconds: float = 10.0
+    #: One SMTP attempt (resolve, connect, every command) ends after this long overall.
+    smtp_send_deadline_seconds: float = 30.0
     #: After an attempt that may have reached Postmark, wait this long before searching
     #: Postmark for it (its search index lags), then send only if it is not there.
     postmark_recheck_seconds: float = 60.0
@@ -422,6 +441,7 @@ class EmailSettings(msgspec.Struct, kw_only=True, frozen=True):
         "postmark_server_token": ("POSTMARK_SERVER_TOKEN", SECRET),
         "postmark_api_url": ("POSTMARK_API_URL", URL),
         "provider_timeout_seconds": ("PROVIDER_TIMEOUT_SECONDS", POSITIVE),
+        "smtp_send_deadline_seconds": ("SMTP_SEND_DEADLINE_SECONDS", seconds(1, 600)),
         "postmark_recheck_seconds": ("POSTMARK_RECHECK_SECONDS", POSITIVE),
         "max_attempts": ("EMAIL_MAX_ATTEMPTS", integer(low=1)),
         "backoff_base_seconds": ("EMAIL_BACKOFF_BASE_SECONDS", POSITIVE),
@@ -439,7 +459,14 @@ class EmailSettings(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
-    concurrency: int = 10
+    #: Jobs of the webhooks and maintenance queues one worker runs at once (deliveries to
+    #: internal services, email events, sweeps). Their own slots: they never wait behind mail.
+    concurrency_webhooks: int = 10
+    #: Email sends one worker runs at once (lone sends and the sends of a batch job alike).
+    concurrency_email: int = 10
+    #: At most this many of the email slots serve one tenant at once; the tenant's next send
+    #: waits in the queue (briefly, without spending an attempt) for one of them.
+    tenant_email_slots: int = 3
     heartbeat_seconds: float = 10.0
     stalled_after_seconds: float = 30.0
     shutdown_grace_seconds: float = 30.0
@@ -458,7 +485,9 @@ class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
     health_host: str = "127.0.0.1"
 
     ENV: ClassVar = {
-        "concurrency": ("WORKER_CONCURRENCY", integer(low=1)),
+        "concurrency_webhooks": ("WORKER_CONCURRENCY_WEBHOOKS", integer(1, 1000)),
+        "concurrency_email": ("WORKER_CONCURRENCY_EMAIL", integer(1, 1000)),
+        "tenant_email_slots": ("WORKER_TENANT_EMAIL_SLOTS", integer(1, 1000)),
         "heartbeat_seconds": ("WORKER_HEARTBEAT_SECONDS", POSITIVE),
         "stalled_after_seconds": ("WORKER_STALLED_AFTER_SECONDS", POSITIVE),
         "shutdown_grace_seconds": ("WORKER_SHUTDOWN_GRACE_SECONDS", POSITIVE),
@@ -521,6 +550,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             env = env_parser.parse(env_raw)
         except ValueError:
             raise ConfigError(f"MIMIC_ENV: invalid value, expected {env_parser.hint}") from None
+        if (environ.get("WORKER_CONCURRENCY") or "").strip():
+            raise ConfigError(
+                "WORKER_CONCURRENCY: replaced by WORKER_CONCURRENCY_WEBHOOKS and "
+                "WORKER_CONCURRENCY_EMAIL (each queue has its own slots); set those instead"
+            )
         groups: dict[str, Any] = {name: read_group(g, environ) for name, g in GROUPS.items()}
         settings = cls(env=env, **groups)
         if not (environ.get("MIMIC_ENV") or "").strip():

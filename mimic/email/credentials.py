@@ -14,7 +14,7 @@ import msgspec
 from mimic.core.crypto import Keyring, Sealed
 from mimic.core.db import Database, as_struct
 from mimic.core.errors import BadRequest, NotFound
-from mimic.core.settings import EmailProvider, SmtpSecurity
+from mimic.core.settings import MAX_RATE, MIN_RATE, EmailProvider, SmtpSecurity
 from mimic.email.addresses import validate_address
 from mimic.email.providers import Credential, SmtpConfig
 from mimic.email.providers.registry import REGISTRY
@@ -36,8 +36,9 @@ class CredentialIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     from_email: str
     api_key: str | None = None
     smtp: SmtpIn | None = None
-    #: Sends per second through this credential (unset: the platform's rate for the provider).
-    rate_per_second: Annotated[float, msgspec.Meta(gt=0, le=10_000)] | None = None
+    #: Sends per second through this credential (unset: the platform's rate for the provider),
+    #: from 0.1 to 10,000.
+    rate_per_second: Annotated[float, msgspec.Meta(ge=MIN_RATE, le=MAX_RATE)] | None = None
     #: Failover order among the tenant's credentials: lower first (ties: the newest first).
     priority: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
 

@@ -229,3 +229,15 @@ SELECT nullif(tenant, '') AS tenant_id, address AS email, reason, provider,
    AND ($4::timestamptz IS NULL OR (created_at, address) < ($4, $5::text))
  ORDER BY created_at DESC, address DESC
  LIMIT $3
+
+-- name: unclaim_send
+-- A claimed send that waits for its send-rate turn: back to queued, its attempt not counted.
+UPDATE notifications SET status = 'queued', attempts = attempts - 1, updated_at = now()
+ WHERE id = $1 AND status = 'sending'
+
+-- name: owned_sends
+-- Of notifications $1, those job $2 still owns and has yet to send (locked to hand over).
+SELECT id FROM notifications
+ WHERE id = ANY($1::uuid[]) AND job_id = $2 AND status IN ('queued', 'sending', 'failed')
+ ORDER BY id
+   FOR UPDATE

@@ -13,7 +13,7 @@ from mimic.core.crypto import DecryptionFailed
 from mimic.core.deps import Deps
 from mimic.core.errors import ExpectedJobError
 from mimic.core.jobs import Backoff, RetryableError, current_job_id
-from mimic.core.settings import EmailProvider, EmailSettings
+from mimic.core.settings import MIN_RATE, EmailProvider, EmailSettings
 from mimic.email import repository, status, suppression
 from mimic.email.credentials import load_credential
 from mimic.email.providers import (
@@ -40,8 +40,10 @@ def _credential_key(
 
 
 def _rate(settings: EmailSettings, provider: EmailProvider, credential: Credential | None) -> float:
+    """Sends per second for this credential; 0: no limit. Never under the floor, whatever
+    was stored before the floor existed."""
     if credential is not None and credential.rate_per_second:
-        return credential.rate_per_second
+        return max(credential.rate_per_second, MIN_RATE)
     return REGISTRY[provider].platform_rate(settings)
 
 
@@ -66,8 +68,17 @@ class Refused(PermanentSendError):
         self.provider = provider
 
 
+class NotYourTurn(Exception):
+    """The send-rate turn taken from bucket ``key`` is ``delay`` seconds away: the send goes
+    back to the queue for it instead of holding a worker slot."""
+
+    def __init__(self, key: str, delay: float) -> None:
+        super().__init__(f"send-rate turn of {key} in {delay:.1f} s")
+        self.key, self.delay = key, delay
+
+
 async def dispatch(
-    deps: Deps, claimed: status.Claimed, message: OutgoingEmail
+    deps: Deps, claimed: status.Claimed, message: OutgoingEmail, *, turn: str | None = None
 ) -> tuple[EmailProvider, Sent]:
     """Send through the first provider of the order that takes it.
 
@@ -76,7 +87,10 @@ async def dispatch(
     unknown outcome (a timeout, a dropped connection) raises ``Unknown``: the retry asks the
     same provider again (its idempotency key, or Postmark's metadata search, prevents a
     duplicate), never another. Before a later provider is tried the notification is pinned
-    to it, so a worker that dies mid-call is resumed with that provider alone."""
+    to it, so a worker that dies mid-call is resumed with that provider alone.
+
+    ``turn``: the send-rate bucket whose token this send already holds (taken by an earlier
+    run that found its turn too far away); that provider is asked without taking another."""
     nid = claimed.id
     order = [claimed.provider] if claimed.provider_pinned else claimed.providers
     failures: list[str] = []
@@ -99,7 +113,11 @@ async def dispatch(
             continue
         if index > 0 and provider != claimed.provider:
             await status.pin(deps.db, nid, provider)
-        await ratelimit.wait_turn(deps.db, key, _rate(deps.settings.email, provider, credential))
+        if key != turn:
+            rate = _rate(deps.settings.email, provider, credential)
+            delay = await ratelimit.wait_turn(deps.db, key, rate)
+            if delay:
+                raise NotYourTurn(key, delay)
         resumed = claimed.attempts > 1 and provider == claimed.provider
         try:
             # With the tenant's key when it has one, else the platform's.
@@ -127,9 +145,13 @@ async def dispatch(
     raise NotSent("; ".join(failures), retry_after=soonest, certain=True)
 
 
-async def send_notification(deps: Deps, notification_id: str, *, in_group: bool = False) -> None:
+async def send_notification(
+    deps: Deps, notification_id: str, *, in_group: bool = False, turn: str | None = None
+) -> None:
     """One send attempt, by the job that owns the notification. A retry is the job's own
-    (RetryableError); in a group (``send_emails``) it moves to a job of its own instead."""
+    (RetryableError); in a group (``send_emails``) it moves to a job of its own instead. A
+    send-rate turn further away than a moment moves it to a job due at its turn, the attempt
+    not counted (``turn`` is then that job's: the token it holds)."""
     nid = uuid.UUID(notification_id)
     claimed = await status.claim(deps.db, nid, current_job_id())
     if claimed is None:
@@ -157,7 +179,14 @@ async def send_notification(deps: Deps, notification_id: str, *, in_group: bool 
     provider = claimed.provider
     settings = deps.settings.email
     try:
-        provider, sent = await dispatch(deps, claimed, message)
+        provider, sent = await dispatch(deps, claimed, message, turn=turn)
+    except NotYourTurn as wait:
+        await status.wait_for_turn(
+            deps.db, nid, turn=wait.key, delay=wait.delay, tenant_id=claimed.tenant_id
+        )
+        metrics.emails_finished.labels(provider, "waiting").inc()
+        logger.info("notification %s: waits %.1f s for its send-rate turn", nid, wait.delay)
+        return
     except (PermanentSendError, DecryptionFailed) as exc:
         reason = exc.reason if isinstance(exc, PermanentSendError) else exc.message
         if isinstance(exc, Refused) and exc.inactive_recipient:
@@ -198,7 +227,13 @@ async def send_notification(deps: Deps, notification_id: str, *, in_group: bool 
             logger.warning("notification %s: %s; will retry", notification_id, reason)
             if in_group:
                 await status.retry_in_own_job(
-                    deps.db, nid, reason=reason, provider=start, pinned=pinned, delay=delay
+                    deps.db,
+                    nid,
+                    reason=reason,
+                    provider=start,
+                    pinned=pinned,
+                    delay=delay,
+                    tenant_id=claimed.tenant_id,
                 )
                 return
             await status.mark_unsent(

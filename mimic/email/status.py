@@ -119,42 +119,50 @@ async def create_many(db: Database, batch: list[NewNotification]) -> list[uuid.U
             await conn.execute(queries["add_recipients"], notification_id)
             await _timeline(conn, notification_id, "queued", None)
             ids[index] = notification_id
-        by_time: dict[datetime.datetime | None, list[uuid.UUID]] = {}
+        by_time: dict[tuple[datetime.datetime | None, str | None], list[uuid.UUID]] = {}
         for created, new in zip(ids, batch, strict=True):
             if created is not None:
-                by_time.setdefault(new.request.send_at, []).append(created)
-        await _defer_sends(conn, list(by_time.items()))
+                key = (new.request.send_at, new.request.tenant_id)
+                by_time.setdefault(key, []).append(created)
+        await _defer_sends(
+            conn, [Sends(when, members, tenant) for (when, tenant), members in by_time.items()]
+        )
     return ids
 
 
-async def _defer_sends(
-    conn: Connection, groups: list[tuple[datetime.datetime | None, list[uuid.UUID]]]
-) -> list[int]:
-    """One job per (due time, notifications): ``send_email`` for a lone notification,
-    ``send_emails`` for several (one job's fetch and finish shared by all). Each row records
-    the job that now owns its send. Returns the job ids."""
+class Sends(NamedTuple):
+    """Sends for one job: due then, all of one tenant (its share of the worker's slots is
+    counted per job), and ``turn``: the send-rate key whose token the send already holds."""
+
+    when: datetime.datetime | None
+    members: list[uuid.UUID]
+    tenant_id: str | None = None
+    turn: str | None = None
+
+
+def _job(sends: Sends) -> JobToDefer:
+    """``send_email`` for a lone notification, ``send_emails`` for several (one job's fetch
+    and finish shared by all)."""
+    args: dict[str, object] = (
+        {"notification_id": str(sends.members[0])}
+        if len(sends.members) == 1
+        else {"notification_ids": [str(m) for m in sends.members]}
+    )
+    if sends.tenant_id is not None:
+        args["tenant_id"] = sends.tenant_id
+    if sends.turn is not None:
+        args["turn"] = sends.turn
+    task = SEND_TASK if len(sends.members) == 1 else SEND_GROUP_TASK
+    return JobToDefer(task_name=task, queue=QUEUE_EMAIL, args=args, scheduled_at=sends.when)
+
+
+async def _defer_sends(conn: Connection, groups: list[Sends]) -> list[int]:
+    """One job per group of sends; each row records the job that now owns its send. Returns
+    the job ids."""
     if not groups:
         return []
-    job_ids = await defer_jobs(
-        conn,
-        [
-            JobToDefer(
-                task_name=SEND_TASK,
-                queue=QUEUE_EMAIL,
-                args={"notification_id": str(members[0])},
-                scheduled_at=when,
-            )
-            if len(members) == 1
-            else JobToDefer(
-                task_name=SEND_GROUP_TASK,
-                queue=QUEUE_EMAIL,
-                args={"notification_ids": [str(m) for m in members]},
-                scheduled_at=when,
-            )
-            for when, members in groups
-        ],
-    )
-    owners = [(m, job) for (_, members), job in zip(groups, job_ids, strict=True) for m in members]
+    job_ids = await defer_jobs(conn, [_job(sends) for sends in groups])
+    owners = [(m, job) for sends, job in zip(groups, job_ids, strict=True) for m in sends.members]
     await conn.execute(queries["set_jobs"], [m for m, _ in owners], [j for _, j in owners])
     return job_ids
 
@@ -269,17 +277,57 @@ async def retry_in_own_job(
     provider: EmailProvider | None,
     pinned: bool,
     delay: float,
+    tenant_id: str | None,
 ) -> int | None:
     """A send of a group to retry: back to queued (as ``mark_unsent``) and, in the same
     transaction, a ``send_email`` job of its own, due in ``delay`` seconds, that now owns it
     (the group's job will not claim it again). Returns the new job's id (None: the row had
     moved on)."""
-    due = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=delay)
     async with db.transaction() as conn:
         if not await _unsent(conn, notification_id, True, reason, provider, pinned, False):
             return None
-        (job_id,) = await _defer_sends(conn, [(due, [notification_id])])
+        (job_id,) = await _defer_sends(conn, [Sends(_due(delay), [notification_id], tenant_id)])
         return job_id
+
+
+def _due(delay: float) -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=delay)
+
+
+async def wait_for_turn(
+    db: Database, notification_id: uuid.UUID, *, turn: str, delay: float, tenant_id: str | None
+) -> int | None:
+    """A claimed send whose send-rate turn (taken from bucket ``turn``) is ``delay`` seconds
+    away: back to queued, the attempt not counted, and a job of its own due at its turn that
+    owns it and uses that turn (no second token). No worker slot waits meanwhile. Returns the
+    new job's id (None: the row had moved on)."""
+    due = _due(delay)
+    async with db.transaction() as conn:
+        if await conn.execute(queries["unclaim_send"], notification_id) == "UPDATE 0":
+            return None
+        await _timeline(conn, notification_id, "waiting", f"send-rate turn at {due:%H:%M:%S} UTC")
+        (job_id,) = await _defer_sends(conn, [Sends(due, [notification_id], tenant_id, turn=turn)])
+        return job_id
+
+
+async def hand_over(
+    db: Database,
+    notification_ids: Sequence[uuid.UUID],
+    *,
+    job_id: int | None,
+    delay: float,
+    tenant_id: str | None,
+) -> int | None:
+    """The sends job ``job_id`` owns, unclaimed, move to one new job due in ``delay`` seconds
+    (the tenant holds its share of the worker's slots: its turn comes back soon, and no
+    attempt is spent). Returns the new job's id (None: the job owned none of them)."""
+    async with db.transaction() as conn:
+        owned = await conn.fetch(queries["owned_sends"], list(notification_ids), job_id)
+        if not owned:
+            return None
+        members = [row["id"] for row in owned]
+        (new_job,) = await _defer_sends(conn, [Sends(_due(delay), members, tenant_id)])
+        return new_job
 
 
 async def pin(db: Database, notification_id: uuid.UUID, provider: EmailProvider) -> None:

@@ -3,32 +3,86 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
+import uuid
+from collections.abc import AsyncIterator
 
 import procrastinate
 
+from mimic.core import metrics
 from mimic.core.deps import Deps
-from mimic.core.jobs import QUEUE_EMAIL, QUEUE_MAINTENANCE, QUEUE_WEBHOOKS, RETRY, deps_of, job_body
+from mimic.core.jobs import (
+    QUEUE_EMAIL,
+    QUEUE_MAINTENANCE,
+    QUEUE_WEBHOOKS,
+    RETRY,
+    current_job_id,
+    deps_of,
+    job_body,
+)
 from mimic.core.logs import bound
 from mimic.email.send import EmailFailed, send_notification
-from mimic.email.status import SEND_GROUP_TASK, SEND_TASK, purge_bodies
+from mimic.email.status import SEND_GROUP_TASK, SEND_TASK, hand_over, purge_bodies
 from mimic.email.tracking import EVENT_TASK, apply_email_event
 from mimic.events.delivery import run_delivery
 
 logger = logging.getLogger(__name__)
 
 
-@job_body
-async def send_email(deps: Deps, notification_id: str) -> None:
-    await send_notification(deps, notification_id)
+#: How soon a send comes back when its tenant holds its whole share of the worker's email
+#: slots (jittered, so a tenant's waiting sends do not all return at once).
+TENANT_BUSY_DELAY = (1.0, 3.0)
+
+
+@contextlib.asynccontextmanager
+async def tenant_share(
+    deps: Deps, notification_ids: list[str], tenant_id: str | None
+) -> AsyncIterator[bool]:
+    """One of the tenant's email slots for this job, else False: the job's sends were handed
+    to a job due in a moment (no attempt spent), and this one has nothing to do. Jobs of no
+    tenant (admin keys) and jobs queued before tenants were counted are not limited."""
+    slots = deps.tenant_slots
+    if tenant_id is None:
+        yield True
+        return
+    if not slots.try_take(tenant_id):
+        delay = random.uniform(*TENANT_BUSY_DELAY)
+        ids = [uuid.UUID(i) for i in notification_ids]
+        await hand_over(deps.db, ids, job_id=current_job_id(), delay=delay, tenant_id=tenant_id)
+        metrics.tenant_slot_waits.inc()
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        slots.give_back(tenant_id)
 
 
 @job_body
-async def send_emails(deps: Deps, notification_ids: list[str]) -> None:
-    """Several sends in one job, WORKER_CONCURRENCY at a time. A send to retry moves to a job
-    of its own; the job fails if any send failed for good (after all were tried), naming
-    them."""
-    slots = asyncio.Semaphore(deps.settings.worker.concurrency)
+async def send_email(
+    deps: Deps, notification_id: str, tenant_id: str | None = None, turn: str | None = None
+) -> None:
+    async with tenant_share(deps, [notification_id], tenant_id) as mine:
+        if mine:
+            await send_notification(deps, notification_id, turn=turn)
+
+
+@job_body
+async def send_emails(
+    deps: Deps, notification_ids: list[str], tenant_id: str | None = None
+) -> None:
+    """Several sends in one job, WORKER_CONCURRENCY_EMAIL at a time. A send to retry moves to
+    a job of its own; the job fails if any send failed for good (after all were tried),
+    naming them."""
+    async with tenant_share(deps, notification_ids, tenant_id) as mine:
+        if mine:
+            await _send_all(deps, notification_ids)
+
+
+async def _send_all(deps: Deps, notification_ids: list[str]) -> None:
+    slots = asyncio.Semaphore(deps.settings.worker.concurrency_email)
 
     async def one(notification_id: str) -> None:
         async with slots:

@@ -27,7 +27,12 @@ async def send(
 ) -> Sent:
     config = SmtpConfig(host=settings.dev_smtp_host, port=settings.dev_smtp_port, security="none")
     try:
-        return await send_smtp(config, message, timeout=settings.provider_timeout_seconds)
+        return await send_smtp(
+            config,
+            message,
+            timeout=settings.provider_timeout_seconds,
+            deadline=settings.smtp_send_deadline_seconds,
+        )
     except RetryableSendError as exc:
         if not exc.reason.startswith("SMTP connection failed"):
             raise

@@ -84,14 +84,37 @@ async def send_smtp(
     message: OutgoingEmail,
     *,
     timeout: float,
+    deadline: float,
     guard: Allowlist | None = None,
 ) -> Sent:
-    """Send one message. With ``guard`` (a tenant's own server), the host is resolved and
-    checked now and the connection goes to the checked address (see ``core.outbound``).
+    """Send one message within ``deadline`` seconds overall. ``timeout`` bounds each step
+    (connect, each command); the deadline bounds them all together, so a server answering a
+    byte every few seconds, or a host with many unreachable addresses, holds a worker slot
+    for one deadline per attempt, not a timeout per command and per address.
+
+    With ``guard`` (a tenant's own server), the host is resolved and checked now and the
+    connection goes to the checked address (see ``core.outbound``).
 
     What is stored (and shown by the API) is a generic class of failure with the reply code,
     never the server's text: a tenant's server could be anything, and its banner or reply
     must not leak through Mimic. The platform's own server's text goes to the log."""
+    handed_over: list[bool] = []  # set once the message may have reached the server
+    try:
+        async with asyncio.timeout(deadline):
+            return await _send_smtp(config, message, timeout, guard, handed_over)
+    except TimeoutError:
+        raise RetryableSendError(
+            f"SMTP send took longer than its {deadline:g} s deadline", certain=not handed_over
+        ) from None
+
+
+async def _send_smtp(
+    config: SmtpConfig,
+    message: OutgoingEmail,
+    timeout: float,
+    guard: Allowlist | None,
+    handed_over: list[bool],
+) -> Sent:
     mime = mime_message(message)
     where: dict[str, object] = {"hostname": config.host, "port": config.port}
     sock: socket.socket | None = None
@@ -119,6 +142,7 @@ async def send_smtp(
         else:
             client = _client(config, timeout, where)
             await client.connect()
+        handed_over.append(True)
         refused, _reply = await client.send_message(
             mime, recipients=[*message.to, *message.cc, *message.bcc]
         )
@@ -264,11 +288,13 @@ async def send(
     resumed: bool,
 ) -> Sent:
     """The tenant's own server when it has one, else the platform's."""
-    timeout = settings.provider_timeout_seconds
+    timeout, deadline = settings.provider_timeout_seconds, settings.smtp_send_deadline_seconds
     if credential and credential.smtp:
         # A tenant's own server: the SSRF rule applies (core.outbound).
         guard = allowlist(settings.smtp_allowed_hosts)
-        return await send_smtp(credential.smtp, message, timeout=timeout, guard=guard)
+        return await send_smtp(
+            credential.smtp, message, timeout=timeout, deadline=deadline, guard=guard
+        )
     if settings.smtp_host is not None:
         config = SmtpConfig(
             host=settings.smtp_host,
@@ -279,7 +305,7 @@ async def send(
         )
     else:
         raise PermanentSendError("no SMTP server for this tenant or the platform")
-    return await send_smtp(config, message, timeout=timeout)
+    return await send_smtp(config, message, timeout=timeout, deadline=deadline)
 
 
 PROVIDER = Provider(

@@ -136,6 +136,15 @@ def test_dev_said_out_loud_may_listen_wider() -> None:
     assert Settings.from_env({"MIMIC_ENV": "dev", "MIMIC_HOST": "0.0.0.0"}).is_dev
 
 
+def test_the_former_single_concurrency_is_refused_with_its_replacements() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"WORKER_CONCURRENCY": "20"})
+    assert "WORKER_CONCURRENCY_WEBHOOKS" in str(info.value)
+    assert "WORKER_CONCURRENCY_EMAIL" in str(info.value)
+    worker = Settings.from_env({"WORKER_CONCURRENCY_EMAIL": "4"}).worker
+    assert (worker.concurrency_webhooks, worker.concurrency_email) == (10, 4)
+
+
 def test_secret_repr_is_masked() -> None:
     settings = Settings.from_env(TEST_SECRETS)
     text = repr(settings)

@@ -1,0 +1,141 @@
+"""No send holds a worker slot for long: the SMTP deadline, the send-rate turn that goes back
+to the queue, and a tenant's share of the email slots. (The hostile tenant end to end, with
+real processes: tests/acceptance/test_hostile_tenant.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from mimic.app import create_app
+from mimic.core import ratelimit
+from mimic.core.db import Database, create_pool
+from mimic.core.slots import KeyedSlots
+from mimic.email.providers import OutgoingEmail, RetryableSendError, SmtpConfig
+from mimic.email.providers.smtp import send_smtp
+from tests.fakes import SmtpSink
+from tests.helpers import ADMIN, client_for, make_settings, running_worker, wait_for_value
+
+MESSAGE = OutgoingEmail(
+    notification_id="00000000-0000-4000-8000-000000000001",
+    sender="a@example.com",
+    to=["b@example.com"],
+    subject="s",
+    html="<p>h</p>",
+    text="t",
+)
+
+
+@contextlib.asynccontextmanager
+async def drip_server(every: float) -> AsyncIterator[int]:
+    """A server that never finishes a line: one byte every ``every`` seconds."""
+
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            while True:
+                writer.write(b"2")
+                await writer.drain()
+                await asyncio.sleep(every)
+        writer.close()
+
+    server = await asyncio.start_server(drip, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def test_an_smtp_tarpit_holds_a_send_for_one_deadline_not_a_timeout_per_read() -> None:
+    async with drip_server(every=0.2) as port:
+        config = SmtpConfig(host="127.0.0.1", port=port, security="none")
+        started = time.monotonic()
+        with pytest.raises(RetryableSendError) as failed:
+            # Each read gets a byte well within the 5 s step timeout: only the deadline ends it.
+            await send_smtp(config, MESSAGE, timeout=5, deadline=1)
+        elapsed = time.monotonic() - started
+    assert "1 s deadline" in failed.value.reason
+    assert failed.value.certain  # the greeting never finished: nothing was handed over
+    assert 0.9 < elapsed < 4, elapsed
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = Database(await create_pool(database_url, max_size=2))
+    yield db
+    await db.close()
+
+
+async def test_a_turn_further_than_a_second_is_returned_not_slept(database: Database) -> None:
+    assert await ratelimit.wait_turn(database, "smtp:tenant:a", 0.1) == 0  # the first is now
+    started = time.monotonic()
+    delay = await ratelimit.wait_turn(database, "smtp:tenant:a", 0.1)
+    assert time.monotonic() - started < 0.5  # not slept
+    assert 9 < delay <= 10  # and the turn is kept: the next one is a turn later
+    assert 19 < await ratelimit.wait_turn(database, "smtp:tenant:a", 0.1) <= 20
+
+
+def test_a_key_holds_at_most_its_share_of_the_slots() -> None:
+    slots = KeyedSlots(2)
+    assert slots.try_take("a")
+    assert slots.try_take("a")
+    assert not slots.try_take("a")
+    assert slots.try_take("b")  # another key is not affected
+    slots.give_back("a")
+    assert slots.try_take("a")
+    assert slots.held("a") == 2
+
+
+async def test_a_send_waiting_for_its_turn_spends_no_attempt_and_takes_no_second_turn(
+    database_url: str, db: asyncpg.Connection, smtp: SmtpSink
+) -> None:
+    settings = make_settings(
+        database_url,
+        EMAIL_PROVIDER="smtp",
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=str(smtp.port),
+        SMTP_SECURITY="none",
+        SMTP_RATE_PER_SECOND="0.5",  # one send every 2 s
+    )
+    client: AsyncTestClient[Litestar]
+    async with client_for(create_app(settings)) as client:
+        for n in range(2):
+            body = {
+                "to": f"u{n}@example.com",
+                "template": "welcome",
+                "data": {"name": "U", "login_url": "https://example.com/l"},
+            }
+            response = await client.post("/api/v1/notifications/email", json=body, headers=ADMIN)
+            assert response.status_code == 202
+        async with running_worker(settings):
+            await wait_for_value(
+                db,
+                "SELECT count(*) FROM notifications WHERE status = 'sent'",
+                until=lambda n: n == 2,
+                within=15,
+            )
+    waited = await db.fetch(
+        "SELECT n.attempts, e.detail FROM notifications n "
+        "JOIN notification_events e ON e.notification_id = n.id WHERE e.status = 'waiting'"
+    )
+    assert len(waited) == 1  # the second send went back to the queue for its turn, once
+    assert waited[0]["attempts"] == 1  # and was sent on its first counted attempt
+    assert "send-rate turn at" in waited[0]["detail"]
+    turn_jobs = await db.fetch(
+        "SELECT args FROM procrastinate_jobs WHERE args ? 'turn' AND status = 'succeeded'"
+    )
+    assert [json.loads(r["args"])["turn"] for r in turn_jobs] == ["smtp:platform"]
+    # Two sends took two tokens (one each): the bucket is two turns down, not three.
+    tokens = await db.fetchval(
+        "SELECT tokens + 0.5 * extract(epoch FROM clock_timestamp() - updated_at) "
+        "FROM send_rate_buckets WHERE key = 'smtp:platform'"
+    )
+    assert tokens > -0.5, tokens
+    assert len(smtp.messages) == 2
