@@ -180,6 +180,14 @@ TAGS = [
         ),
     ),
     Tag(
+        name="tenants",
+        description=(
+            "What an admin allows a tenant: the domains its keys may send from besides its "
+            "credentials', and whether it may send through the platform's providers. Admin "
+            "keys only."
+        ),
+    ),
+    Tag(
         name="suppressions",
         description=(
             "Addresses a tenant no longer mails: added on a hard bounce, a complaint or a "

@@ -26,6 +26,8 @@ from litestar.testing import AsyncTestClient
 from stripe import WebhookSignature
 
 from mimic.app import create_app
+from mimic.core.deps import open_deps
+from mimic.core.keys import create_key
 from mimic.core.settings import Settings
 from mimic.worker import build_app, run_worker
 
@@ -107,6 +109,13 @@ def make_settings(database_url: str | None, **overrides: str) -> Settings:
     if database_url is not None:
         env["DATABASE_URL"] = database_url
     return Settings.from_env(env)
+
+
+async def new_key(settings: Settings, tenant: str) -> str:
+    """A new tenant key for ``tenant`` (as `mimic keys create --tenant` makes one)."""
+    async with open_deps(settings) as deps:
+        _, key = await create_key(deps.db, tenant, "test", by="test")
+    return key
 
 
 def dev_mail_settings(database_url: str, smtp_port: int, **overrides: str) -> Settings:

@@ -53,6 +53,15 @@ class Scope(msgspec.Struct, frozen=True):
             )
         return self.tenant_id
 
+    def require_admin(self) -> None:
+        """403 ``admin_key_required`` for a tenant key (in a handler, where the refusal can
+        be audited; ``require_admin_key`` is the same check as a guard)."""
+        if not self.is_admin:
+            logger.warning("tenant key %s refused on an admin route", self.key_id)
+            raise Forbidden(
+                "this route needs an admin key (MIMIC_API_KEYS)", code="admin_key_required"
+            )
+
 
 def presented_key(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     header = connection.headers.get("authorization", "")
@@ -91,9 +100,7 @@ async def require_admin_key(
     """Litestar guard: an admin key only (a tenant key is 403, no key is 401)."""
     await require_api_key(connection, handler)
     scope: Scope = connection.state.scope
-    if not scope.is_admin:
-        logger.warning("tenant key %s refused on an admin route", scope.key_id)
-        raise Forbidden("this route needs an admin key (MIMIC_API_KEYS)", code="admin_key_required")
+    scope.require_admin()
 
 
 def scope_of(request: Request[Any, Any, Any]) -> Scope:

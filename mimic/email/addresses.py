@@ -37,3 +37,38 @@ def validate_address(value: str, field: str) -> str:
 
 def validate_addresses(values: list[str], field: str) -> list[str]:
     return [validate_address(v, f"{field}[{i}]") for i, v in enumerate(values)]
+
+
+def domain_of(address: str) -> str:
+    """The domain of ``a@b.example`` or ``Name <a@b.example>``, as its IDNA A-label in lower
+    case (``Bücher.Example`` is ``xn--bcher-kva.example``): how sender domains compare."""
+    _, bare = email.utils.parseaddr(address)
+    try:
+        return validate_email(bare, check_deliverability=False).ascii_domain.lower()
+    except EmailNotValidError:
+        # Only for an address stored before today's checks: compare its text as it is.
+        return bare.rpartition("@")[2].lower()
+
+
+def validate_domain(value: str, field: str) -> str:
+    """A domain a sender address may have: lower case, IDNA A-label, no wildcard."""
+    if "*" in value:
+        raise Unprocessable(
+            f"{field}: {value!r}: wildcards are not allowed; list each domain (a subdomain "
+            "is not covered by its parent)",
+            code="invalid_domain",
+        )
+    if "@" in value or _CONTROL.search(value):
+        raise Unprocessable(
+            f"{field}: {value!r} is not a domain name (give the part after the @)",
+            code="invalid_domain",
+        )
+    try:
+        checked = validate_email(f"postmaster@{value}", check_deliverability=False)
+    except EmailNotValidError as exc:
+        reason = str(exc).replace("The part after the @-sign", "The domain")
+        raise Unprocessable(
+            f"{field}: {value!r} is not a domain a sender address can have: {reason}",
+            code="invalid_domain",
+        ) from None
+    return checked.ascii_domain.lower()

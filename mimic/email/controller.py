@@ -24,7 +24,7 @@ from mimic.core.auth import require_api_key, scope_of
 from mimic.core.deps import Deps
 from mimic.core.errors import BadRequest, NotFound, error_spec
 from mimic.core.keys import check_tenant
-from mimic.email import repository, suppression
+from mimic.email import repository, suppression, tenants
 from mimic.email.addresses import validate_address
 from mimic.email.credentials import (
     CredentialIn,
@@ -62,6 +62,26 @@ ERRORS = {
     400: error_spec("Malformed request"),
     **TENANT_ERRORS,
     422: error_spec("Unknown template, missing variable, bad address"),
+}
+SEND_ERRORS = {
+    **ERRORS,
+    403: error_spec(
+        "A tenant key naming another tenant (tenant_mismatch), giving a from or reply_to at a "
+        "domain that is not its own (sender_not_allowed), or with no credential for the "
+        "provider and no platform fallback (platform_fallback_not_allowed)"
+    ),
+    422: error_spec(
+        "Unknown template, missing variable, bad address, suppressed recipient, provider not "
+        "configured"
+    ),
+}
+ADMIN_ERRORS = {
+    **AUTH_ERRORS,
+    403: error_spec("A tenant key (admin_key_required)"),
+}
+SETTINGS_ERRORS = {
+    400: error_spec("Bad tenant id"),
+    **ADMIN_ERRORS,
 }
 CREDENTIAL_ERRORS = {
     400: error_spec("Bad tenant id or provider"),
@@ -121,9 +141,13 @@ class NotificationController(_Internal):
             "(sends arriving together share that transaction and one job). 202 means "
             "committed. `Idempotency-Key` is scoped to the tenant: the same key and body "
             "return the original response (with `Idempotent-Replayed: true`); the same key "
-            "with another body is 409."
+            "with another body is 409. A tenant key sends only from its own domains (`from` "
+            "and `reply_to` at a domain of its credentials' `from_email` or of the "
+            "`sender_domains` an admin set; else 403 `sender_not_allowed`), and through the "
+            "platform's providers only when an admin turned its `platform_fallback` on (else "
+            "403 `platform_fallback_not_allowed`)."
         ),
-        responses={**ERRORS, 409: error_spec("Key reused")},
+        responses={**SEND_ERRORS, 409: error_spec("Key reused")},
     )
     async def send_email(
         self,
@@ -135,10 +159,13 @@ class NotificationController(_Internal):
             str | None, HeaderParameter(name="Idempotency-Key", required=False, max_length=255)
         ] = None,
     ) -> Response[Accepted]:
-        tenant = scope_of(request).tenant(data.tenant_id)
+        scope = scope_of(request)
+        tenant = scope.tenant(data.tenant_id)
         if tenant != data.tenant_id:
             data = msgspec.structs.replace(data, tenant_id=tenant)
-        accepted, replayed = await submit(deps, templates, data, idempotency_key)
+        accepted, replayed = await submit(
+            deps, templates, data, idempotency_key, tenant_key=not scope.is_admin
+        )
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
         return Response(accepted, status_code=202, headers=headers)
 
@@ -153,10 +180,11 @@ class NotificationController(_Internal):
             "each failing message by its index, e.g. "
             "`messages[3]: recipient_suppressed: ...`. Each message may carry its own "
             "`idempotency_key` (scoped to its tenant, as the header is for single sends); "
-            "a reused key answers with the original id and `replayed: true`."
+            "a reused key answers with the original id and `replayed: true`. The sender rule "
+            "of single sends applies to each message."
         ),
         responses={
-            **ERRORS,
+            **SEND_ERRORS,
             409: error_spec("A message's key reused with another body"),
         },
     )
@@ -175,7 +203,7 @@ class NotificationController(_Internal):
             if tenant != one.tenant_id:
                 one = msgspec.structs.replace(one, tenant_id=tenant)
             items.append((one, message.idempotency_key))
-        answers = await submit_many(deps, templates, items)
+        answers = await submit_many(deps, templates, items, tenant_key=not scope.is_admin)
         return BatchAccepted(
             results=[
                 BatchResult(index=i, id=accepted.id, status=accepted.status, replayed=replayed)
@@ -321,6 +349,78 @@ class CredentialController(_Internal):
             await delete_credential(deps.db, check_tenant(tenant_id), _provider(provider))
 
 
+SETTINGS_EXAMPLE = Example(
+    summary="Let acme send from acme.example, and not through the platform",
+    value={"sender_domains": ["acme.example"], "platform_fallback": False},
+)
+
+
+class TenantSettingsController(_Internal):
+    path = "/api/v1/tenants/{tenant_id:str}/settings"
+    tags = ["tenants"]
+
+    @get(
+        "/",
+        summary="What an admin allows a tenant: sender domains, platform fallback",
+        description=(
+            "A tenant with nothing stored has the defaults (no extra sender domain; platform "
+            "fallback on in dev, off in production), shown with null timestamps. Admin keys "
+            "only."
+        ),
+        responses=SETTINGS_ERRORS,
+    )
+    async def get_settings(
+        self,
+        tenant_id: FromPath[str],
+        deps: NamedDependency[Deps],
+        request: Request[Any, Any, Any],
+    ) -> tenants.TenantSettingsOut:
+        scope_of(request).require_admin()
+        return await tenants.get_settings(
+            deps.db, check_tenant(tenant_id), dev=deps.settings.is_dev
+        )
+
+    @put(
+        "/",
+        summary="Set a tenant's sender domains and platform fallback (admin keys only)",
+        description=(
+            "`sender_domains`: the domains (besides those of its credentials' `from_email`) "
+            "the tenant's keys may use in `from` and `reply_to`; exact match, so a subdomain "
+            f"is not covered; at most {tenants.MAX_SENDER_DOMAINS}, no wildcard, stored lower "
+            "case as IDNA A-labels. `platform_fallback`: may the tenant's keys send through "
+            "the platform's providers (as the platform's `EMAIL_FROM`, or from a "
+            "`sender_domains` address) when it has no credential for the provider. Replaces "
+            "what was stored; every change (and every refusal) is written to the audit log."
+        ),
+        responses={
+            **SETTINGS_ERRORS,
+            400: error_spec("Malformed body (e.g. more than 50 domains) or bad tenant id"),
+            422: error_spec("A sender domain that is not a domain name, or a wildcard"),
+        },
+    )
+    async def put_settings(
+        self,
+        tenant_id: FromPath[str],
+        data: Annotated[tenants.TenantSettingsIn, Body(examples=[SETTINGS_EXAMPLE])],
+        deps: NamedDependency[Deps],
+        request: Request[Any, Any, Any],
+    ) -> tenants.TenantSettingsOut:
+        scope = scope_of(request)
+        async with audited(deps.db, scope.key_id, "put_tenant_settings", [tenant_id]) as entry:
+            scope.require_admin()  # a tenant key's attempt is audited too
+            before, after = await tenants.put_settings(
+                deps.db, check_tenant(tenant_id), data, dev=deps.settings.is_dev
+            )
+            entry.detail = {
+                "before": before,
+                "after": {
+                    "sender_domains": after.sender_domains,
+                    "platform_fallback": after.platform_fallback,
+                },
+            }
+        return after
+
+
 class SuppressionIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     email: str
     tenant_id: str | None = None
@@ -414,5 +514,6 @@ CONTROLLERS = [
     NotificationController,
     TemplateController,
     CredentialController,
+    TenantSettingsController,
     SuppressionController,
 ]

@@ -1,6 +1,7 @@
 """BYOK: tenants' provider credentials, sealed with AES-256-GCM, never shown or logged.
 
-The only module that touches ``provider_credentials``.
+The only module that writes ``provider_credentials`` (``tenants`` reads which providers and
+``from_email`` a tenant has, with its settings, for the sender rule).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import msgspec
 from mimic.core.crypto import Keyring, Sealed
 from mimic.core.db import Database, as_struct
 from mimic.core.errors import BadRequest, NotFound
-from mimic.core.settings import MAX_RATE, MIN_RATE, EmailProvider, SmtpSecurity
+from mimic.core.settings import MAX_RATE, MIN_RATE, SmtpSecurity
 from mimic.email.addresses import validate_address
 from mimic.email.providers import Credential, SmtpConfig
 from mimic.email.providers.registry import REGISTRY
@@ -124,20 +125,6 @@ async def get_credential(db: Database, tenant_id: str, provider: str) -> Credent
 async def delete_credential(db: Database, tenant_id: str, provider: str) -> None:
     if await db.fetchval(queries["delete_credential"], tenant_id, provider) is None:
         raise NotFound(f"tenant {tenant_id!r} has no {provider} credential")
-
-
-class TenantSender(msgspec.Struct, frozen=True):
-    provider: EmailProvider
-    from_email: str
-
-
-async def tenant_senders(
-    db: Database, tenant_id: str, provider: EmailProvider | None
-) -> list[TenantSender]:
-    """The tenant's credential for ``provider``, or (when None) all of them in failover
-    order: by priority, then the most recently updated."""
-    rows = await db.fetch(queries["tenant_credentials"], tenant_id, provider)
-    return [as_struct(row, TenantSender) for row in rows]
 
 
 async def load_credential(

@@ -2,8 +2,9 @@
 -- Store a rendered notification; nothing when the tenant's Idempotency-Key is taken.
 INSERT INTO notifications (id, tenant_id, template, locale, "to", cc, bcc, reply_to, "from",
                            subject, html, text, tags, provider, idempotency_key,
-                           request_hash, send_at, providers)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15, $16, $17, $18)
+                           request_hash, send_at, providers, platform_allowed)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15, $16, $17, $18,
+        $19)
 ON CONFLICT ((coalesce(tenant_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL
 DO NOTHING
 RETURNING id
@@ -88,7 +89,8 @@ WITH claimed AS (
        AND (n.job_id IS NULL OR n.job_id = c.job)
     RETURNING n.id, c.job AS claimed_by, n.tenant_id, n."to", n.cc, n.bcc, n.reply_to, n."from",
               n.subject, n.html, n.text, n.tags::text AS tags, n.provider, n.attempts,
-              coalesce(n.providers, ARRAY[n.provider]) AS providers, n.provider_pinned
+              coalesce(n.providers, ARRAY[n.provider]) AS providers, n.provider_pinned,
+              n.platform_allowed
 ), noted AS (
     INSERT INTO notification_events (notification_id, status, detail)
     SELECT id, 'sending', format('attempt %s via %s', attempts, provider) FROM claimed
@@ -170,12 +172,6 @@ SELECT tenant_id, provider, from_email, last4, rate_per_second, priority, create
 SELECT provider, key_id, nonce, ciphertext, from_email, rate_per_second
   FROM provider_credentials WHERE tenant_id = $1 AND provider = $2
 
--- name: tenant_credentials
--- The tenant's credential for provider $2, or (when $2 is NULL) all, in failover order.
-SELECT provider, from_email FROM provider_credentials
- WHERE tenant_id = $1 AND ($2::text IS NULL OR provider = $2)
- ORDER BY priority, updated_at DESC
-
 -- name: delete_credential
 -- Remove a tenant's credential.
 DELETE FROM provider_credentials WHERE tenant_id = $1 AND provider = $2 RETURNING provider
@@ -193,6 +189,18 @@ UPDATE provider_credentials SET key_id = $3, nonce = $4, ciphertext = $5
 -- name: lock_notification
 -- Serialise provider events for one notification; returns its status.
 SELECT status FROM notifications WHERE id = $1 FOR UPDATE
+
+-- name: unclaim_send
+-- A claimed send that waits for its send-rate turn: back to queued, its attempt not counted.
+UPDATE notifications SET status = 'queued', attempts = attempts - 1, updated_at = now()
+ WHERE id = $1 AND status = 'sending'
+
+-- name: owned_sends
+-- Of notifications $1, those job $2 still owns and has yet to send (locked to hand over).
+SELECT id FROM notifications
+ WHERE id = ANY($1::uuid[]) AND job_id = $2 AND status IN ('queued', 'sending', 'failed')
+ ORDER BY id
+   FOR UPDATE
 
 -- name: suppressed_addresses
 -- Which of addresses $2 (normalized) tenant $1 has suppressed, in order.
@@ -230,14 +238,36 @@ SELECT nullif(tenant, '') AS tenant_id, address AS email, reason, provider,
  ORDER BY created_at DESC, address DESC
  LIMIT $3
 
--- name: unclaim_send
--- A claimed send that waits for its send-rate turn: back to queued, its attempt not counted.
-UPDATE notifications SET status = 'queued', attempts = attempts - 1, updated_at = now()
- WHERE id = $1 AND status = 'sending'
+-- name: get_tenant_settings
+-- What an admin set for a tenant (no row: the defaults).
+SELECT tenant_id, sender_domains, platform_fallback, created_at, updated_at
+  FROM tenant_settings WHERE tenant_id = $1
 
--- name: owned_sends
--- Of notifications $1, those job $2 still owns and has yet to send (locked to hand over).
-SELECT id FROM notifications
- WHERE id = ANY($1::uuid[]) AND job_id = $2 AND status IN ('queued', 'sending', 'failed')
- ORDER BY id
+-- name: lock_tenant_settings
+-- A tenant's stored settings, locked to be replaced (for the audit log's "before").
+SELECT sender_domains, platform_fallback FROM tenant_settings WHERE tenant_id = $1
    FOR UPDATE
+
+-- name: put_tenant_settings
+-- Store (or replace) a tenant's settings.
+INSERT INTO tenant_settings (tenant_id, sender_domains, platform_fallback)
+VALUES ($1, $2, $3)
+ON CONFLICT (tenant_id) DO UPDATE
+   SET sender_domains = excluded.sender_domains,
+       platform_fallback = excluded.platform_fallback, updated_at = now()
+RETURNING tenant_id, sender_domains, platform_fallback, created_at, updated_at
+
+-- name: sender_policies
+-- For tenants $1 (one round trip for a whole batch): their settings (NULL: none stored) and
+-- their credentials' providers and from_email, in failover order (priority, newest first).
+SELECT t.tenant_id, s.sender_domains, s.platform_fallback,
+       coalesce(c.providers, '{}') AS providers, coalesce(c.from_emails, '{}') AS from_emails
+  FROM unnest($1::text[]) AS t(tenant_id)
+  LEFT JOIN tenant_settings s ON s.tenant_id = t.tenant_id
+  LEFT JOIN LATERAL (
+      SELECT array_agg(p.provider ORDER BY p.priority, p.updated_at DESC, p.provider)
+                 AS providers,
+             array_agg(p.from_email ORDER BY p.priority, p.updated_at DESC, p.provider)
+                 AS from_emails
+        FROM provider_credentials p WHERE p.tenant_id = t.tenant_id
+  ) c ON true

@@ -100,6 +100,12 @@ async def dispatch(
         credential = None
         if claimed.tenant_id is not None and chosen.credential is not None:
             credential = await load_credential(deps.db, deps.keyring, claimed.tenant_id, provider)
+            if credential is None and not claimed.platform_allowed:
+                raise PermanentSendError(
+                    f"tenant {claimed.tenant_id!r} has no {provider} credential any more: a "
+                    "send accepted for the tenant's own credential is never sent through the "
+                    "platform's account"
+                )
         key = _credential_key(provider, credential, claimed.tenant_id)
         until = await deps.circuits.open_until(key)
         if until is not None:

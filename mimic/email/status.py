@@ -60,6 +60,8 @@ class Claimed(msgspec.Struct, kw_only=True, frozen=True):
     providers: list[EmailProvider]
     #: An earlier attempt through ``provider`` may have been sent: ask it alone again.
     provider_pinned: bool
+    #: May go through the platform's account should the tenant's credential be gone.
+    platform_allowed: bool = True
 
     def tag_dict(self) -> dict[str, str]:
         return {str(k): str(v) for k, v in json.loads(self.tags).items()}
@@ -76,6 +78,9 @@ class NewNotification(msgspec.Struct, kw_only=True, frozen=True):
     idempotency_key: str | None
     #: Failover order; the first is ``provider``.
     providers: list[EmailProvider] = msgspec.field(default_factory=list)
+    #: False for a tenant-key send accepted for the tenant's own credentials: it is never
+    #: sent through the platform's account, even if the credential is deleted meanwhile.
+    platform_allowed: bool = True
 
 
 async def create_many(db: Database, batch: list[NewNotification]) -> list[uuid.UUID | None]:
@@ -113,6 +118,7 @@ async def create_many(db: Database, batch: list[NewNotification]) -> list[uuid.U
                 request.fingerprint(),
                 request.send_at,
                 new.providers or [new.provider],
+                new.platform_allowed,
             )
             if inserted is None:
                 continue

@@ -1,23 +1,30 @@
-"""Accepting email (the API side): check a request, choose its providers, render it, and
-store and queue it (one at a time through the group commit, or a batch at once). An
-Idempotency-Key reused with the same body answers as the first time did."""
+"""Accepting email (the API side): check a request, choose its providers and its sender
+(for a tenant key: only from the tenant's own domains, and through the platform's providers
+only when an admin allowed it), render it, and store and queue it (one at a time through the
+group commit, or a batch at once). An Idempotency-Key reused with the same body answers as
+the first time did."""
 
 from __future__ import annotations
 
+import email.utils
+import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from mimic.core import metrics
 from mimic.core.batching import GroupCommit, group_commit
 from mimic.core.deps import Deps
-from mimic.core.errors import Conflict, MimicError, Unprocessable
-from mimic.core.keys import check_tenant
+from mimic.core.errors import Conflict, Forbidden, MimicError, Unprocessable
+from mimic.core.keys import TENANT_ID, check_tenant
 from mimic.core.settings import EmailProvider
 from mimic.email import repository, status, suppression
-from mimic.email.addresses import validate_address, validate_addresses
-from mimic.email.credentials import tenant_senders
+from mimic.email.addresses import domain_of, validate_address, validate_addresses
 from mimic.email.providers.registry import REGISTRY
 from mimic.email.rendering import Templates
 from mimic.email.schemas import Accepted, EmailRequest, Recipients
+from mimic.email.tenants import SenderPolicy, sender_policies
+
+logger = logging.getLogger(__name__)
 
 MAX_RECIPIENTS = 50
 
@@ -55,16 +62,9 @@ def check_tags(tags: dict[str, str]) -> None:
         )
 
 
-async def choose_providers(
-    deps: Deps, request: EmailRequest
-) -> tuple[list[EmailProvider], str | None]:
-    """The failover order and the tenant's sender. An explicit ``provider`` alone; else a
-    tenant's own credentials (by priority, then the newest); else the platform's
-    EMAIL_PROVIDERS (or EMAIL_PROVIDER) that are configured."""
-    if request.tenant_id is not None:
-        found = await tenant_senders(deps.db, request.tenant_id, request.provider)
-        if found:
-            return [f.provider for f in found], found[0].from_email
+def _platform_order(deps: Deps, request: EmailRequest) -> list[EmailProvider]:
+    """The platform's providers for this request: the one it names, else EMAIL_PROVIDERS (or
+    EMAIL_PROVIDER), those the platform has keys for."""
     wanted = [request.provider] if request.provider else list(deps.settings.email.provider_order)
     order = [p for p in wanted if REGISTRY[p].configured(deps.settings.email)]
     if not order:
@@ -72,7 +72,113 @@ async def choose_providers(
             f"provider {wanted[0]!r} has no credentials for this tenant or the platform",
             code="provider_not_configured",
         )
-    return order, None
+    return order
+
+
+def _settings_url(tenant_id: str) -> str:
+    return f"/api/v1/tenants/{tenant_id}/settings"
+
+
+def check_sender(recipients: Recipients, policy: SenderPolicy, *, via_platform: bool) -> None:
+    """The sender rule for a tenant key: ``from`` and ``reply_to`` at one of the tenant's
+    domains, compared exactly (a subdomain is not its parent). Through the tenant's own
+    credentials those are its credentials' from_email domains and the sender_domains an
+    admin set; through the platform's providers only the latter: a credential's from_email
+    is the tenant's own claim, checked by nobody but that credential's provider, and the
+    platform's signature must not vouch for it."""
+    tenant = policy.tenant_id
+    allowed = list(policy.sender_domains)
+    if not via_platform:
+        allowed = list(dict.fromkeys([*policy.credential_domains, *allowed]))
+    for field, value in (("from", recipients.sender), ("reply_to", recipients.reply_to)):
+        if value is None:
+            continue
+        domain = domain_of(value)
+        if domain in allowed:
+            continue
+        address = email.utils.parseaddr(value)[1]
+        if via_platform and not allowed:
+            detail = (
+                f"{field}: {address!r}: through the platform's providers a tenant key may use "
+                f"{field} only at a domain an admin allowed, and tenant {tenant!r} has none: "
+                f"omit {field}, or ask an admin to add your domain to sender_domains "
+                f"(PUT {_settings_url(tenant)}), or store a credential for this provider "
+                f"(PUT /api/v1/tenants/{tenant}/credentials/<provider>)"
+            )
+        else:
+            which = (
+                "the sender_domains an admin set (through the platform's providers a "
+                "credential's from_email does not count)"
+                if via_platform
+                else "its credentials' from_email domains and the sender_domains an admin set"
+            )
+            detail = (
+                f"{field}: {address!r} is not at a domain tenant {tenant!r} may send from; "
+                f"allowed ({which}; exact match, subdomains are not included): "
+                f"{', '.join(allowed)}. Use one of those or omit {field}; an admin adds a "
+                f"domain with PUT {_settings_url(tenant)}"
+            )
+        metrics.sends_refused.labels("sender_not_allowed").inc()
+        logger.warning("tenant %s refused: %s at %s is not its domain", tenant, field, domain)
+        raise Forbidden(detail, code="sender_not_allowed")
+
+
+def choose_route(
+    deps: Deps,
+    request: EmailRequest,
+    recipients: Recipients,
+    policy: SenderPolicy | None,
+    *,
+    tenant_key: bool,
+) -> tuple[list[EmailProvider], str, bool]:
+    """The failover order, the sender, and whether the platform's account may send it.
+
+    An explicit ``provider`` alone; else a tenant's own credentials (by priority, then the
+    newest; the first one's from_email is the default sender); else the platform's
+    EMAIL_PROVIDERS (or EMAIL_PROVIDER) that are configured, with EMAIL_FROM as the default
+    sender. A tenant-key send routed to its own credentials is never sent through the
+    platform's account (the third value), even if the credential is deleted meanwhile.
+
+    A tenant key (``tenant_key``; an admin key acting for a tenant is not restricted) sends
+    through the platform's providers only when its tenant's platform_fallback is on, and
+    only from the tenant's own domains (``check_sender``)."""
+    if request.provider == "dev" and not deps.settings.is_dev:
+        raise Unprocessable(
+            "provider 'dev' (local SMTP, no TLS) is not available when MIMIC_ENV=production; "
+            "name smtp, resend or postmark, or omit provider",
+            code="provider_not_configured",
+        )
+    own = policy.credentials(request.provider) if policy is not None else []
+    if own:
+        if tenant_key:
+            assert policy is not None
+            check_sender(recipients, policy, via_platform=False)
+        sender = recipients.sender or own[0][1]
+        return [provider for provider, _ in own], sender, not tenant_key
+    if tenant_key:
+        assert policy is not None, "a tenant key always acts for its tenant"
+        if not policy.platform_fallback:
+            tenant = policy.tenant_id
+            which = f"provider {request.provider!r}" if request.provider else "any provider"
+            metrics.sends_refused.labels("platform_fallback_not_allowed").inc()
+            logger.warning("tenant %s refused: no credential and no platform fallback", tenant)
+            raise Forbidden(
+                f"tenant {tenant!r} has no credential for {which} and may not send through "
+                f"the platform's providers: store a credential (PUT /api/v1/tenants/{tenant}"
+                "/credentials/<provider>), or ask an admin to turn platform_fallback on "
+                f"(PUT {_settings_url(tenant)})",
+                code="platform_fallback_not_allowed",
+            )
+        check_sender(recipients, policy, via_platform=True)
+    return _platform_order(deps, request), recipients.sender or deps.settings.email.sender, True
+
+
+async def policies_for(deps: Deps, requests: Sequence[EmailRequest]) -> dict[str, SenderPolicy]:
+    """The sender policies of every tenant the requests name, in one query."""
+    tenants = {
+        r.tenant_id for r in requests if r.tenant_id is not None and TENANT_ID.match(r.tenant_id)
+    }
+    return await sender_policies(deps.db, tenants, dev=deps.settings.is_dev)
 
 
 async def replay(deps: Deps, request: EmailRequest, key: str) -> Accepted | None:
@@ -89,10 +195,17 @@ async def replay(deps: Deps, request: EmailRequest, key: str) -> Accepted | None
 
 
 async def prepare(
-    deps: Deps, templates: Templates, request: EmailRequest, idempotency_key: str | None
+    deps: Deps,
+    templates: Templates,
+    request: EmailRequest,
+    idempotency_key: str | None,
+    *,
+    tenant_key: bool,
+    policies: Mapping[str, SenderPolicy] | None = None,
 ) -> Accepted | status.NewNotification:
     """Everything short of storing: the earlier answer for a replayed key, or a validated,
-    rendered notification. Raises the 4xx the request deserves."""
+    rendered notification. Raises the 4xx the request deserves. ``policies``: the sender
+    policies of a batch's tenants (None: this request's are read here)."""
     if request.tenant_id is not None:
         check_tenant(request.tenant_id)
     if idempotency_key is not None:
@@ -103,30 +216,42 @@ async def prepare(
             return earlier
     recipients = check_recipients(request)
     check_tags(request.tags)
+    if policies is None:
+        policies = await policies_for(deps, [request])
+    policy = policies.get(request.tenant_id) if request.tenant_id is not None else None
+    providers, sender, platform_allowed = choose_route(
+        deps, request, recipients, policy, tenant_key=tenant_key
+    )
     await suppression.refuse_suppressed(
         deps.db, request.tenant_id, [*recipients.to, *recipients.cc, *recipients.bcc]
     )
     rendered = templates.render(request.template, request.data, request.locale)
-    providers, tenant_from = await choose_providers(deps, request)
     return status.NewNotification(
         request=request,
         recipients=recipients,
         rendered=rendered,
-        sender=recipients.sender or tenant_from or deps.settings.email.sender,
+        sender=sender,
         provider=providers[0],
         providers=providers,
         idempotency_key=idempotency_key,
+        platform_allowed=platform_allowed,
     )
 
 
 async def submit(
-    deps: Deps, templates: Templates, request: EmailRequest, idempotency_key: str | None
+    deps: Deps,
+    templates: Templates,
+    request: EmailRequest,
+    idempotency_key: str | None,
+    *,
+    tenant_key: bool,
 ) -> tuple[Accepted, bool]:
     """Render, store and queue one email. Returns the answer and whether it is a replay.
+    ``tenant_key``: the caller is a tenant key (the sender rule applies).
 
     Stored through the group commit (``core.batching``): sends that arrive while a commit is
     in flight are stored together and share one ``send_emails`` job."""
-    prepared = await prepare(deps, templates, request, idempotency_key)
+    prepared = await prepare(deps, templates, request, idempotency_key, tenant_key=tenant_key)
     if isinstance(prepared, Accepted):
         return prepared, True
     notification_id = await _sends(deps).submit(prepared)
@@ -166,11 +291,16 @@ class BatchRefused(MimicError):
 
 
 async def submit_many(
-    deps: Deps, templates: Templates, items: list[tuple[EmailRequest, str | None]]
+    deps: Deps,
+    templates: Templates,
+    items: list[tuple[EmailRequest, str | None]],
+    *,
+    tenant_key: bool,
 ) -> list[tuple[Accepted, bool]]:
     """Validate every message first, then store and queue them all in one transaction (and
     one job). One invalid message refuses the batch (BatchRefused names each, with its
-    index)."""
+    index). The sender policies of all its tenants are read in one query."""
+    policies = await policies_for(deps, [request for request, _ in items])
     prepared: list[Accepted | status.NewNotification] = []
     failures: list[tuple[int, MimicError]] = []
     seen: set[tuple[str | None, str]] = set()
@@ -189,7 +319,11 @@ async def submit_many(
         if key is not None:
             seen.add((request.tenant_id, key))
         try:
-            prepared.append(await prepare(deps, templates, request, key))
+            prepared.append(
+                await prepare(
+                    deps, templates, request, key, tenant_key=tenant_key, policies=policies
+                )
+            )
         except MimicError as exc:
             failures.append((index, exc))
     if failures:

@@ -37,6 +37,8 @@ EXPECTED = {
     ("/api/v1/tenants/{tenant_id}/credentials/{provider}", "delete"),
     ("/api/v1/tenants/{tenant_id}/credentials/{provider}", "get"),
     ("/api/v1/tenants/{tenant_id}/credentials/{provider}", "put"),
+    ("/api/v1/tenants/{tenant_id}/settings", "get"),
+    ("/api/v1/tenants/{tenant_id}/settings", "put"),
     ("/healthz", "get"),
     ("/metrics", "get"),
     ("/readyz", "get"),
@@ -104,7 +106,8 @@ def test_every_keyed_route_documents_401_and_tags_are_described() -> None:
         if op.get("security"):
             assert "401" in op["responses"], (path, method)
         if "{" in path and path.startswith("/api/v1/") and method == "get":
-            assert "404" in op["responses"] or "credentials" in path, (path, method)
+            # A tenant's settings always exist: the defaults until an admin stores some.
+            assert "404" in op["responses"] or path.endswith("/settings"), (path, method)
     described = {tag["name"]: tag.get("description") for tag in doc["tags"]}
     used = {tag for _, _, op in _operations(doc) for tag in op.get("tags", [])}
     assert used <= set(described)
@@ -165,3 +168,24 @@ def test_every_reference_in_the_document_resolves() -> None:
     operation_ids = [op["operationId"] for _, _, op in _operations(doc)]
     assert len(operation_ids) == len(set(operation_ids))
     assert "ApiV1GatewayWebhooksStripeStripeWebhook" in operation_ids
+
+
+def test_tenant_settings_and_the_sender_rule_are_documented() -> None:
+    doc = _document()
+    schemas = doc["components"]["schemas"]
+    settings = doc["paths"]["/api/v1/tenants/{tenant_id}/settings"]
+    body = settings["put"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["allOf"] == [{"$ref": "#/components/schemas/TenantSettingsIn"}]
+    given = schemas["TenantSettingsIn"]
+    assert set(given["required"]) == {"sender_domains", "platform_fallback"}
+    assert given["properties"]["sender_domains"]["maxItems"] == 50
+    assert given["properties"]["platform_fallback"] == {"type": "boolean"}
+    for method in ("get", "put"):
+        answer = settings[method]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert answer == {"$ref": "#/components/schemas/TenantSettingsOut"}
+        assert "admin_key_required" in settings[method]["responses"]["403"]["description"]
+    assert "422" in settings["put"]["responses"]
+    for path in ("/api/v1/notifications/email", "/api/v1/notifications/email/batch"):
+        refused = doc["paths"][path]["post"]["responses"]["403"]["description"]
+        assert "sender_not_allowed" in refused, path
+        assert "platform_fallback_not_allowed" in refused, path

@@ -10,9 +10,9 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from mimic.core.deps import open_deps
-from mimic.core.keys import create_key, revoke_key
+from mimic.core.keys import revoke_key
 from mimic.core.settings import Settings
-from tests.helpers import ADMIN, TEST_SECRETS
+from tests.helpers import ADMIN, TEST_SECRETS, new_key
 
 
 def welcome(tenant: str | None = None) -> dict[str, object]:
@@ -24,12 +24,6 @@ def welcome(tenant: str | None = None) -> dict[str, object]:
     if tenant is not None:
         body["tenant_id"] = tenant
     return body
-
-
-async def new_key(settings: Settings, tenant: str) -> str:
-    async with open_deps(settings) as deps:
-        _, key = await create_key(deps.db, tenant, "test", by="test")
-    return key
 
 
 @pytest.fixture
