@@ -131,12 +131,14 @@ async def dispatch(
                 deps.http, deps.settings.email, credential, message, resumed=resumed
             )
         except PermanentSendError as exc:
+            if exc.unwell:  # e.g. a refused key: the next send through it would fail too
+                await deps.circuits.failed(key, exc.reason)
             raise Refused(provider, exc) from None
         except RetryableSendError as exc:
             if not exc.certain:
                 raise Unknown(provider, exc) from None
             failures.append(f"{provider}: {exc.reason}")
-            opened = None if exc.rate_limited else await deps.circuits.failed(key, exc.reason)
+            opened = await deps.circuits.failed(key, exc.reason) if exc.unwell else None
             metrics.provider_skipped.labels(provider, "certain_failure").inc()
             more = "; trying the next provider" if index + 1 < len(order) else ""
             note = f" (circuit open until {opened:%H:%M:%S} UTC)" if opened else ""

@@ -70,10 +70,19 @@ class Sent(msgspec.Struct, frozen=True):
 
 
 class SendError(Exception):
-    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+    """``unwell``: the failure says the provider (or the credential) itself is unwell — no
+    connection, a refused login, a 5xx from an HTTP provider, SMTP 421 — and counts toward
+    its circuit breaker. A refusal of this one message (its content, sender or recipients)
+    or a 429 says nothing about the provider: one tenant's mail cannot close a provider
+    credential that others share."""
+
+    def __init__(
+        self, reason: str, *, retry_after: float | None = None, unwell: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.unwell = unwell
 
 
 class RetryableSendError(SendError):
@@ -87,17 +96,17 @@ class RetryableSendError(SendError):
         *,
         retry_after: float | None = None,
         certain: bool = False,
-        rate_limited: bool = False,
+        unwell: bool = True,
     ) -> None:
-        super().__init__(reason, retry_after=retry_after)
+        super().__init__(reason, retry_after=retry_after, unwell=unwell)
         self.certain = certain
-        #: A 429: the provider is up, just busy; it does not count toward its circuit.
-        self.rate_limited = rate_limited
 
 
 class PermanentSendError(SendError):
-    def __init__(self, reason: str, *, inactive_recipient: bool = False) -> None:
-        super().__init__(reason)
+    def __init__(
+        self, reason: str, *, inactive_recipient: bool = False, unwell: bool = False
+    ) -> None:
+        super().__init__(reason, unwell=unwell)
         #: The provider refused the recipients as inactive (Postmark 406): suppress them.
         self.inactive_recipient = inactive_recipient
 

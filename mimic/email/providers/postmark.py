@@ -89,10 +89,15 @@ async def send_postmark(
             reason,
             retry_after=http.retry_after(response),
             certain=response.status_code in (429, 503),
-            rate_limited=response.status_code == 429,
+            unwell=response.status_code != 429,  # a 429: up, just busy
         )
     # ErrorCode 406: "You tried to send to recipient(s) that have been marked as inactive."
-    raise PermanentSendError(reason, inactive_recipient=body.get("ErrorCode") == 406)
+    # 401 (and ErrorCode 10, a bad server token): the token itself is refused.
+    raise PermanentSendError(
+        reason,
+        inactive_recipient=body.get("ErrorCode") == 406,
+        unwell=response.status_code in (401, 403) or body.get("ErrorCode") == 10,
+    )
 
 
 async def find_postmark_message(

@@ -84,11 +84,12 @@ async def send_resend(
             reason,
             retry_after=http.retry_after(response),
             certain=code in (429, 503),
-            rate_limited=code == 429,
+            unwell=code != 429,  # a 429: up, just busy
         )
     if code == 409 and name == "concurrent_idempotent_requests":
-        raise RetryableSendError(reason, retry_after=http.retry_after(response))
-    raise PermanentSendError(reason)
+        raise RetryableSendError(reason, retry_after=http.retry_after(response), unwell=False)
+    # 401/403: the key itself is refused, for every message sent with it.
+    raise PermanentSendError(reason, unwell=code in (401, 403))
 
 
 async def send(

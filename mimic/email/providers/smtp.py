@@ -78,6 +78,10 @@ def mime_message(message: OutgoingEmail) -> MIMEMultipart:
 
 logger = logging.getLogger(__name__)
 
+#: SMTP replies that count toward the circuit: 421 (service closing), 454 (temporary auth
+#: failure), 530/534/535 (authentication required, mechanism too weak, credentials refused).
+SMTP_UNWELL = frozenset({421, 454, 530, 534, 535})
+
 
 async def send_smtp(
     config: SmtpConfig,
@@ -163,10 +167,15 @@ async def _send_smtp(
         ) from None
     except aiosmtplib.SMTPResponseException as exc:
         _log_reply(guard, f"{exc.code} {exc.message}")
+        # 421 (closing the channel) and a refused login say the server or the credential is
+        # unwell; any other answer is about this message (its sender, recipients, content).
+        unwell = exc.code in SMTP_UNWELL
         if 400 <= exc.code < 500:
             # The server answered "not now": it did not take the message.
-            raise RetryableSendError(f"SMTP temporary failure ({exc.code})", certain=True) from None
-        raise PermanentSendError(f"SMTP permanent failure ({exc.code})") from None
+            raise RetryableSendError(
+                f"SMTP temporary failure ({exc.code})", certain=True, unwell=unwell
+            ) from None
+        raise PermanentSendError(f"SMTP permanent failure ({exc.code})", unwell=unwell) from None
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         # Dropped or timed out mid-conversation: it may have been accepted (a plain refusal
         # or DNS failure, should aiosmtplib pass one through unwrapped, is certain).

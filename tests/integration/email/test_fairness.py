@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -139,3 +140,54 @@ async def test_a_send_waiting_for_its_turn_spends_no_attempt_and_takes_no_second
     )
     assert tokens > -0.5, tokens
     assert len(smtp.messages) == 2
+
+
+async def test_refusals_of_one_tenants_mail_do_not_open_the_shared_platform_circuit(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    # The platform's relay answers 451 at DATA for one tenant's recipient (content or
+    # recipient trouble: about that message, not the relay).
+    with SmtpSink(later={"blocked@example.com": 1000}) as relay:
+        settings = make_settings(
+            database_url,
+            EMAIL_PROVIDER="smtp",
+            SMTP_HOST="127.0.0.1",
+            SMTP_PORT=str(relay.port),
+            SMTP_SECURITY="none",
+            EMAIL_CIRCUIT_FAILURES="2",
+            EMAIL_BACKOFF_BASE_SECONDS="0.05",
+            EMAIL_BACKOFF_MAX_SECONDS="0.2",
+        )
+        body = {"template": "welcome", "data": {"name": "U", "login_url": "https://e.x/l"}}
+        async with client_for(create_app(settings)) as client:
+            for _ in range(3):
+                sent = await client.post(
+                    "/api/v1/notifications/email",
+                    json={**body, "to": "blocked@example.com", "tenant_id": "noisy"},
+                    headers=ADMIN,
+                )
+                assert sent.status_code == 202
+            async with running_worker(settings):
+                await wait_for_value(  # each refused at least twice: the breaker's threshold
+                    db,
+                    "SELECT min(attempts) FROM notifications WHERE tenant_id = 'noisy'",
+                    until=lambda n: n >= 2,
+                    within=15,
+                )
+                other = await client.post(
+                    "/api/v1/notifications/email",
+                    json={**body, "to": "reset@example.com", "tenant_id": "quiet"},
+                    headers=ADMIN,
+                )
+                await wait_for_value(
+                    db,
+                    "SELECT status FROM notifications WHERE id = $1",
+                    uuid.UUID(other.json()["id"]),
+                    until=lambda s: s == "sent",
+                    within=15,
+                )
+    skipped = await db.fetchval("SELECT count(*) FROM notification_events WHERE status = 'skipped'")
+    assert skipped == 0  # no send was skipped for an open circuit
+    assert not await db.fetchval(
+        "SELECT coalesce(bool_or(open_until > now()), false) FROM provider_circuits"
+    )
