@@ -108,3 +108,8 @@ SELECT o.queue_name,
            (SELECT min(e.at) FROM procrastinate_events e
              WHERE e.job_id = o.id AND e.type = 'deferred')))::float8 AS age
   FROM oldest o JOIN procrastinate_jobs j ON j.id = o.id
+
+-- name: try_send_token
+-- Take a token of shared bucket $1 (capacity $2, $3 per second) only if due within $4
+-- seconds; the seconds until it is due (more than $4: nothing was taken).
+SELECT mimic_try_send_token($1, $2::float8, $3::float8, $4::float8)

@@ -43,3 +43,19 @@ async def wait_turn(
     if delay > 0:
         await asyncio.sleep(delay)
     return 0.0
+
+
+async def try_turn(
+    db: Database, key: str, rate: float | None, *, max_wait: float = MAX_WAIT_SECONDS
+) -> float:
+    """A turn of a shared bucket, only if it is due within ``max_wait``: sleep until it is
+    and return 0; else take nothing and return how many seconds away the next one is (the
+    caller tries again then: nobody books a shared bucket far ahead). No rate: 0, no query."""
+    if not rate:
+        return 0.0
+    delay: float = await db.fetchval(queries["try_send_token"], key, 1.0, rate, max_wait)
+    if delay > max_wait:
+        return delay
+    if delay > 0:
+        await asyncio.sleep(delay)
+    return 0.0

@@ -77,6 +77,28 @@ class NotYourTurn(Exception):
         self.key, self.delay = key, delay
 
 
+async def _take_turn(
+    deps: Deps, key: str, rate: float, *, tenant_id: str | None, shared: bool, turn: str | None
+) -> None:
+    """Wait (a moment at most) for this send's turn of ``key``'s send rate, or raise
+    ``NotYourTurn``. A tenant's own credential is its own bucket: turns are booked ahead. The
+    platform's credential is shared by every tenant, so nobody books it ahead: each tenant
+    (admin sends as one more) books turns in a bucket of its own at the platform's rate, and
+    meets the others in the shared bucket only when its own turn is due; one tenant's batch
+    of 100 cannot push another's password reset 100 turns back."""
+    if not rate:
+        return
+    own = f"{key}:tenant:{tenant_id or '-'}" if shared else key
+    if own != turn:
+        delay = await ratelimit.wait_turn(deps.db, own, rate)
+        if delay:
+            raise NotYourTurn(own, delay)
+    if own != key:
+        delay = await ratelimit.try_turn(deps.db, key, rate)
+        if delay:  # the shared turn is taken: come back with the tenant's own turn kept
+            raise NotYourTurn(own, delay)
+
+
 async def dispatch(
     deps: Deps, claimed: status.Claimed, message: OutgoingEmail, *, turn: str | None = None
 ) -> tuple[EmailProvider, Sent]:
@@ -119,11 +141,9 @@ async def dispatch(
             continue
         if index > 0 and provider != claimed.provider:
             await status.pin(deps.db, nid, provider)
-        if key != turn:
-            rate = _rate(deps.settings.email, provider, credential)
-            delay = await ratelimit.wait_turn(deps.db, key, rate)
-            if delay:
-                raise NotYourTurn(key, delay)
+        rate = _rate(deps.settings.email, provider, credential)
+        shared = credential is None  # the platform's own credential
+        await _take_turn(deps, key, rate, tenant_id=claimed.tenant_id, shared=shared, turn=turn)
         resumed = claimed.attempts > 1 and provider == claimed.provider
         try:
             # With the tenant's key when it has one, else the platform's.

@@ -22,7 +22,7 @@ from mimic.core.db import Database, create_pool
 from mimic.core.slots import KeyedSlots
 from mimic.email.providers import OutgoingEmail, RetryableSendError, SmtpConfig
 from mimic.email.providers.smtp import send_smtp
-from tests.fakes import SmtpSink
+from tests.fakes import FakeHTTPServer, SmtpSink, resend_responder
 from tests.helpers import ADMIN, client_for, make_settings, running_worker, wait_for_value
 
 MESSAGE = OutgoingEmail(
@@ -132,11 +132,12 @@ async def test_a_send_waiting_for_its_turn_spends_no_attempt_and_takes_no_second
     turn_jobs = await db.fetch(
         "SELECT args FROM procrastinate_jobs WHERE args ? 'turn' AND status = 'succeeded'"
     )
-    assert [json.loads(r["args"])["turn"] for r in turn_jobs] == ["smtp:platform"]
+    # The platform's sends book turns in a bucket of their own (admin sends: tenant '-').
+    assert [json.loads(r["args"])["turn"] for r in turn_jobs] == ["smtp:platform:tenant:-"]
     # Two sends took two tokens (one each): the bucket is two turns down, not three.
     tokens = await db.fetchval(
         "SELECT tokens + 0.5 * extract(epoch FROM clock_timestamp() - updated_at) "
-        "FROM send_rate_buckets WHERE key = 'smtp:platform'"
+        "FROM send_rate_buckets WHERE key = 'smtp:platform:tenant:-'"
     )
     assert tokens > -0.5, tokens
     assert len(smtp.messages) == 2
@@ -191,3 +192,57 @@ async def test_refusals_of_one_tenants_mail_do_not_open_the_shared_platform_circ
     assert not await db.fetchval(
         "SELECT coalesce(bool_or(open_until > now()), false) FROM provider_circuits"
     )
+
+
+async def test_one_tenants_batch_does_not_push_anothers_send_behind_it(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    rate = 2.0  # the platform's Resend: one send every 0.5 s, shared by every tenant
+    with FakeHTTPServer(resend_responder()) as resend:
+        settings = make_settings(
+            database_url,
+            EMAIL_PROVIDER="resend",
+            RESEND_API_KEY="re_platform_12345678",
+            RESEND_API_URL=resend.url,
+            RESEND_RATE_PER_SECOND=str(rate),
+        )
+        body = {"template": "welcome", "data": {"name": "U", "login_url": "https://e.x/l"}}
+        async with client_for(create_app(settings)) as client:
+            batch = {
+                "messages": [
+                    {**body, "to": f"u{i}@example.com", "tenant_id": "bulk"} for i in range(24)
+                ]
+            }
+            response = await client.post(
+                "/api/v1/notifications/email/batch", json=batch, headers=ADMIN
+            )
+            assert response.status_code == 202, response.text
+            async with running_worker(settings):
+                # The batch has booked its turns (it would take 12 s alone) ...
+                await wait_for_value(
+                    db,
+                    "SELECT count(*) FROM notifications WHERE status = 'sent'",
+                    until=lambda n: n >= 2,
+                    within=15,
+                )
+                reset = await client.post(
+                    "/api/v1/notifications/email",
+                    json={**body, "to": "reset@example.com", "tenant_id": "quiet"},
+                    headers=ADMIN,
+                )
+                asked = time.monotonic()
+                # ... and another tenant's send still goes within a few turns.
+                await wait_for_value(
+                    db,
+                    "SELECT status FROM notifications WHERE id = $1",
+                    uuid.UUID(reset.json()["id"]),
+                    until=lambda s: s == "sent",
+                    within=15,
+                )
+                waited = time.monotonic() - asked
+                bulk_left = await db.fetchval(
+                    "SELECT count(*) FROM notifications WHERE tenant_id = 'bulk' "
+                    "AND status <> 'sent'"
+                )
+    assert waited < 5, waited  # a few turns, not the 10 s the batch had booked ahead of it
+    assert bulk_left >= 10, bulk_left  # the batch was still far from done
