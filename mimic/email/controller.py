@@ -33,6 +33,7 @@ from mimic.email.credentials import (
     get_credential,
     put_credential,
 )
+from mimic.email.providers import hide_provider_text
 from mimic.email.rendering import Templates
 from mimic.email.schemas import (
     MAX_BATCH,
@@ -229,8 +230,13 @@ class NotificationController(_Internal):
     ) -> NotificationOut:
         found = await repository.get_notification(deps.db, notification_id)
         scope = scope_of(request)
-        if not scope.is_admin and found.tenant_id != scope.tenant_id:
+        if scope.is_admin:
+            return found
+        if found.tenant_id != scope.tenant_id:
             raise NotFound(f"no notification {notification_id}")
+        found.error = hide_provider_text(found.error)
+        for entry in found.timeline:
+            entry.detail = hide_provider_text(entry.detail)
         return found
 
     @get(
@@ -252,10 +258,19 @@ class NotificationController(_Internal):
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
         cursor: FromQuery[str | None] = None,
     ) -> Page:
-        tenant_id = scope_of(request).tenant(tenant_id)
-        return await repository.list_notifications(
-            deps.db, tenant_id=tenant_id, status=status, to=to, limit=limit, cursor=cursor
+        scope = scope_of(request)
+        found = await repository.list_notifications(
+            deps.db,
+            tenant_id=scope.tenant(tenant_id),
+            status=status,
+            to=to,
+            limit=limit,
+            cursor=cursor,
         )
+        if not scope.is_admin:
+            for item in found.items:
+                item.error = hide_provider_text(item.error)
+        return found
 
 
 class TemplateController(_Internal):

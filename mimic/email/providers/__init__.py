@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol
 
@@ -111,16 +112,34 @@ class PermanentSendError(SendError):
         self.inactive_recipient = inactive_recipient
 
 
+#: What a provider wrote in an error stands between these marks: its own words, perhaps about
+#: the platform's account. Stored and shown to admin keys; a tenant key sees them replaced
+#: (``hide_provider_text``).
+_OPEN, _CLOSE = "\u00ab", "\u00bb"
+_QUOTED = re.compile(f"{_OPEN}[^{_OPEN}{_CLOSE}]*{_CLOSE}")
+HIDDEN = f"{_OPEN}the provider's message: admins only{_CLOSE}"
+
+
 def error_text(response: httpx.Response) -> str:
+    """The provider's message (at most 300 characters), marked as the provider's words."""
     try:
         body = response.json()
     except ValueError:
-        return response.text[:300]
+        body = None
+    text = response.text
     if isinstance(body, dict):
-        for key in ("message", "Message", "error"):
-            if isinstance(body.get(key), str):
-                return str(body[key])[:300]
-    return response.text[:300]
+        text = next(
+            (str(body[k]) for k in ("message", "Message", "error") if isinstance(body.get(k), str)),
+            text,
+        )
+    text = text[:300].replace(_OPEN, "").replace(_CLOSE, "")
+    return f"{_OPEN}{text}{_CLOSE}"
+
+
+def hide_provider_text(text: str | None) -> str | None:
+    """``text`` as a tenant key sees it: every provider message replaced by a mark (the
+    status code and Mimic's own words stay)."""
+    return None if text is None else _QUOTED.sub(HIDDEN, text)
 
 
 async def post(

@@ -15,7 +15,7 @@ from litestar.testing import AsyncTestClient
 
 from mimic.app import create_app
 from mimic.core.settings import Secret, Settings
-from tests.fakes import FakeHTTPServer, SmtpSink, resend_responder
+from tests.fakes import FakeHTTPServer, Reply, SmtpSink, resend_responder
 from tests.helpers import (
     ADMIN,
     client_for,
@@ -418,3 +418,36 @@ async def test_a_credential_deleted_before_the_send_never_falls_back_to_the_plat
     assert "never sent through the platform's account" in error
     assert smtp.messages == []  # the platform's provider sent nothing
     assert resend.requests == []
+
+
+async def test_a_tenant_sees_a_class_of_provider_error_and_an_admin_the_providers_words(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    words = "Account acct_platform_42 is suspended; write to ops@platform.example"
+    refusing = FakeHTTPServer(lambda _: Reply(status=422, body={"message": words}))
+    with refusing:
+        settings = make_settings(
+            database_url,
+            EMAIL_PROVIDER="resend",
+            RESEND_API_KEY="re_platform_12345678",
+            RESEND_API_URL=refusing.url,
+        )
+        async with client_for(create_app(settings)) as client:
+            tenant = {"X-API-Key": await new_key(settings, "acme")}
+            accepted = await client.post(SEND, json=reset(), headers=tenant)
+            assert accepted.status_code == 202, accepted.text
+            nid = accepted.json()["id"]
+            async with running_worker(settings):
+                await wait_for_value(
+                    db, "SELECT status FROM notifications", until=lambda s: s == "failed"
+                )
+            seen = (await client.get(f"/api/v1/notifications/{nid}", headers=tenant)).json()
+            listed = (await client.get("/api/v1/notifications", headers=tenant)).json()["items"][0]
+            admin = (await client.get(f"/api/v1/notifications/{nid}", headers=ADMIN)).json()
+    shown_to_tenant = json.dumps([seen, listed])
+    assert "Resend 422" in seen["error"]
+    assert "suspended" not in shown_to_tenant
+    assert "acct_platform_42" not in shown_to_tenant
+    assert "admins only" in seen["error"]
+    assert words in admin["error"]
+    assert any(words in (step["detail"] or "") for step in admin["timeline"])
