@@ -101,7 +101,7 @@ def make_settings(database_url: str | None, **overrides: str) -> Settings:
         "INKPASS_INTERNAL_URL": "http://127.0.0.1:9",
         "WORKER_HEALTH_PORT": "0",
         "WORKER_POLL_SECONDS": "0.1",
-        # No send rate limits unless a test sets one (test_rate_limits.py does).
+        # No send rate limits unless a test sets one (test_failover.py and test_fairness.py do).
         "RESEND_RATE_PER_SECOND": "0",
         "POSTMARK_RATE_PER_SECOND": "0",
         **overrides,

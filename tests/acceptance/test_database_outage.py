@@ -77,7 +77,16 @@ async def test_a_postgres_crash_loses_nothing_and_the_worker_carries_on(
                     await asyncio.sleep(0.02)
 
         sending = asyncio.create_task(send_steadily())
-        await asyncio.sleep(1.5)
+
+        def answered(status: int, since: float) -> int:
+            return sum(
+                1 for e, s in answers.items() if s == status and answered_at.get(e, 0) > since
+            )
+
+        async def acknowledged_since(since: float) -> bool:
+            return answered(200, since) >= 20
+
+        await wait_for(lambda: acknowledged_since(0.0), within=30)  # steady traffic first
         crashing_at = time.monotonic()
         await asyncio.to_thread(postgres.crash)
         crashed_at = time.monotonic()
@@ -86,10 +95,15 @@ async def test_a_postgres_crash_loses_nothing_and_the_worker_carries_on(
             return not await answers_200(worker_ready)
 
         await wait_for(worker_not_ready, within=15)  # it noticed, and says so
-        await asyncio.sleep(max(0.0, crashed_at + 2.0 - time.monotonic()))
+
+        async def refused_during_outage() -> bool:  # the API met the outage, and said 503
+            return answered(503, crashed_at) + answered(0, crashed_at) >= 3
+
+        await wait_for(refused_during_outage, within=15)
         await asyncio.to_thread(postgres.start)
         restarted_at = time.monotonic()
-        await asyncio.sleep(2.5)  # keep sending after the restart: the API must recover too
+        # Keep sending after the restart: the API must recover too.
+        await wait_for(lambda: acknowledged_since(restarted_at), within=30)
         done_sending.set()
         await sending
         await wait_for(lambda: answers_200(worker_ready), within=30)

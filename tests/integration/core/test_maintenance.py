@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import asyncpg
@@ -19,12 +18,18 @@ SELECT procrastinate_defer_jobs_v1(ARRAY[
 async def test_the_stalled_job_sweep_leaves_no_succeeded_jobs_behind(
     database_url: str, db: asyncpg.Connection
 ) -> None:
+    sweeps = "FROM procrastinate_jobs WHERE task_name = 'mimic.tasks.retry_stalled_jobs'"
     async with running_worker(make_settings(database_url, STALLED_SWEEP_SECONDS="1")):
-        await asyncio.sleep(4.5)
-    runs = await db.fetchval(
-        "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'mimic.tasks.retry_stalled_jobs'"
-    )
-    # Four or five runs happened; at most the latest two rows remain (procrastinate keeps a
+        first = await wait_for_value(db, f"SELECT min(id) {sweeps}", until=bool)
+        # Each run is a new job (a higher id): wait for the fourth, however slow the machine.
+        await wait_for_value(
+            db,
+            f"SELECT max(id) {sweeps} AND status = 'succeeded'",
+            until=lambda last: last is not None and last >= first + 3,
+            within=30,
+        )
+        runs = await db.fetchval(f"SELECT count(*) {sweeps}")
+    # At least four runs happened; at most the latest two rows remain (procrastinate keeps a
     # reference to the last one it deferred).
     assert 1 <= runs <= 2
 
