@@ -46,6 +46,7 @@ from mimic.email.rendering import Templates
 from mimic.events.controller import GatewayAdminController
 from mimic.events.routing import RoutingTable
 from mimic.webhooks import controller as webhooks
+from mimic.webhooks import openapi as webhooks_openapi
 
 logger = logging.getLogger(__name__)
 
@@ -280,5 +281,5 @@ def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litest
         logging_config=None,
         debug=False,
     )
-    webhooks.document(app.openapi_schema, dev=settings.is_dev)
+    webhooks_openapi.document(app.openapi_schema, dev=settings.is_dev)
     return app

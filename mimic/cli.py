@@ -9,8 +9,6 @@ import json
 import logging
 import os
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +21,7 @@ from mimic.core.errors import DatabaseUnavailable, MimicError
 from mimic.core.logs import configure_logging
 from mimic.core.migrate import load_steps, migrate
 from mimic.core.settings import ConfigError, Settings
+from mimic.supervise import Child, announce_when_ready, port_free, supervise
 
 logger = logging.getLogger("mimic")
 
@@ -80,7 +79,7 @@ def cmd_api(_: argparse.Namespace) -> int:
     from mimic.app import create_app
 
     settings = _prepare()
-    if not _port_free(settings.server.port, settings.server.host):
+    if not port_free(settings.server.port, settings.server.host):
         print(_busy(settings), file=sys.stderr)
         return 2
     uvicorn.run(
@@ -164,75 +163,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-class Child:
-    """One `mimic <command>` child process, started (and restarted) with extra env."""
-
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.argv, self.env = argv, env
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mimic", *self.argv], env={**os.environ, **self.env}
-        )
-
-    def code(self) -> int | None:
-        return self.proc.poll() if self.proc else None
-
-
-# uvicorn re-raises the signal it was stopped with, so "killed by SIGTERM/SIGINT" after we
-# asked it to stop is a clean exit too.
-_CLEAN = {0, -signal.SIGTERM, -signal.SIGINT, 128 + signal.SIGINT}
-
-
-def supervise(children: list[Child], *, restart: bool) -> int:
-    """Run the children until SIGTERM/SIGINT, which each gets in turn (they stop gracefully).
-
-    A child that exits by itself is restarted (``restart``) or stops all the others.
-    """
-    stopping = False
-
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children:
-            if child.proc is not None and child.proc.poll() is None:
-                child.proc.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    for child in children:
-        child.start()
-    delays = {id(child): 1.0 for child in children}
-    while not stopping:
-        time.sleep(0.2)
-        for child in children:
-            code = child.code()
-            if code is None or stopping:
-                continue
-            if not restart:
-                forward(signal.SIGTERM, None)
-                break
-            delay = delays[id(child)]
-            print(
-                f"mimic: {' '.join(child.argv)} exited ({code}); restarting in {delay:g}s",
-                flush=True,
-            )
-            time.sleep(delay)
-            delays[id(child)] = min(delay * 2, 30.0)
-            if not stopping:
-                child.start()
-    # A signal that came while a child was being started: make sure every child has it.
-    forward(signal.SIGTERM, None)
-    codes = [child.proc.wait() for child in children if child.proc is not None]
-    return 0 if all(code in _CLEAN for code in codes) else 1
-
-
 def cmd_run(_: argparse.Namespace) -> int:
     """Dev: one embedded Postgres, the API and a worker as two child processes."""
     settings = _prepare()
     assert settings.database.url is not None
-    if not _port_free(settings.server.port, settings.server.host):
+    if not port_free(settings.server.port, settings.server.host):
         print(_busy(settings), file=sys.stderr)
         return 2
     env = {"DATABASE_URL": settings.database.url.get()}
@@ -240,7 +175,7 @@ def cmd_run(_: argparse.Namespace) -> int:
     standin = ""
     if settings.is_dev and not os.environ.get("INKPASS_INTERNAL_URL"):
         port = urllib.parse.urlsplit(settings.inkpass.url).port or 80
-        if _port_free(port):
+        if port_free(port):
             children.append(Child(["inkpass-standin", "--port", str(port)], env))
             standin = f", an inkpass stand-in on :{port}"
         else:
@@ -248,25 +183,10 @@ def cmd_run(_: argparse.Namespace) -> int:
     url = f"http://{settings.server.host}:{settings.server.port}"
     banner = f"mimic: API on {url} (docs at /docs), worker running{standin}; Ctrl-C stops all"
     threading.Thread(
-        target=_announce_when_ready, args=(f"{url}/readyz", banner), daemon=True
+        target=announce_when_ready, args=(f"{url}/readyz", banner), daemon=True
     ).start()
     # If any child exits, stop the others; the embedded Postgres stops with us.
     return supervise(children, restart=False)
-
-
-def _announce_when_ready(readyz: str, banner: str, within: float = 120.0) -> None:
-    """Print the banner once the API answers /readyz (not before: it would be a promise)."""
-    import httpx
-
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(readyz, timeout=2).status_code == 200:
-                print(banner, flush=True)
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
 
 
 def _busy(settings: Settings) -> str:
@@ -274,17 +194,6 @@ def _busy(settings: Settings) -> str:
         f"mimic: port {settings.server.port} on {settings.server.host} is in use (another "
         "`make run`?); stop it, or set MIMIC_PORT to a free port"
     )
-
-
-def _port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        # As uvicorn binds: a port left in TIME_WAIT by a previous run is free to reuse.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def cmd_inkpass_standin(args: argparse.Namespace) -> int:

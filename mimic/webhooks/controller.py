@@ -5,8 +5,8 @@ parsing, dependency injection and response pipeline, which cost about a third of
 CPU per webhook (measured with `make bench`: 4,500 -> 6,600 webhooks/s at 16 connections).
 Errors still go through the app's one exception handler, so every refusal is the usual
 error body, and the request-id middleware wraps them like any route. Litestar documents only
-HTTP route handlers, so their OpenAPI operations are written here (:func:`document`), from
-the same table (:data:`ENDPOINTS`) that makes the routes.
+HTTP route handlers, so their OpenAPI operations are written beside them (``webhooks.openapi``),
+from the same table (:data:`ENDPOINTS`) that makes the routes.
 """
 
 from __future__ import annotations
@@ -25,18 +25,6 @@ from litestar.datastructures import Headers
 from litestar.enums import ScopeType
 from litestar.exceptions import MethodNotAllowedException
 from litestar.handlers import ASGIRouteHandler
-from litestar.openapi.spec import (
-    OpenAPI,
-    OpenAPIFormat,
-    OpenAPIMediaType,
-    OpenAPIResponse,
-    OpenAPIType,
-    Operation,
-    PathItem,
-    Reference,
-    RequestBody,
-    Schema,
-)
 from litestar.types import HTTPResponseStartEvent, Receive, Scope, Send
 
 from mimic.core import metrics
@@ -345,7 +333,7 @@ ENDPOINTS = [
 ]
 
 
-def _endpoints(dev: bool) -> list[Endpoint]:
+def endpoints(dev: bool) -> list[Endpoint]:
     """The dev-only endpoint exists (routed and documented) only when MIMIC_ENV=dev."""
     return [e for e in ENDPOINTS if dev or not e.dev_only]
 
@@ -379,59 +367,4 @@ def _route(endpoint: Endpoint, routing: RoutingTable) -> ASGIRouteHandler:
 
 
 def webhook_routes(routing: RoutingTable, *, dev: bool) -> list[ASGIRouteHandler]:
-    return [_route(endpoint, routing) for endpoint in _endpoints(dev)]
-
-
-def _json(schema: Schema | Reference) -> dict[str, OpenAPIMediaType]:
-    return {"application/json": OpenAPIMediaType(schema=schema)}
-
-
-ERROR_BODY = Reference(ref="#/components/schemas/ErrorBody")
-ERRORS = {
-    400: "Rejected: bad signature, header or JSON",
-    413: "Body over WEBHOOK_MAX_BODY_BYTES",
-    503: "Not stored; the provider should retry",
-}
-ACCEPTED = Schema(
-    type=OpenAPIType.OBJECT,
-    title="WebhookAccepted",
-    required=["duplicate", "event_id"],
-    properties={
-        "event_id": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.UUID),
-        "duplicate": Schema(type=OpenAPIType.BOOLEAN),
-    },
-)
-
-
-def document(openapi: OpenAPI, *, dev: bool) -> None:
-    """Add the webhook operations to the app's OpenAPI document (once, before serving)."""
-    assert openapi.components.schemas is not None
-    openapi.components.schemas["WebhookAccepted"] = ACCEPTED
-    for endpoint in _endpoints(dev):
-        responses: dict[str, OpenAPIResponse | Reference] = {
-            "200": OpenAPIResponse(
-                description="Stored (or a duplicate of an event already stored)",
-                content=_json(Reference(ref="#/components/schemas/WebhookAccepted")),
-            )
-        }
-        for status, text in {**ERRORS, **endpoint.more_errors}.items():
-            responses[str(status)] = OpenAPIResponse(description=text, content=_json(ERROR_BODY))
-        operation = Operation(
-            tags=["webhooks"],
-            summary=endpoint.summary,
-            description=endpoint.description,
-            operation_id=endpoint.operation_id,
-            request_body=RequestBody(
-                required=True,
-                description=endpoint.body_description,
-                content={
-                    "application/json": OpenAPIMediaType(
-                        schema=Schema(type=OpenAPIType.OBJECT), example=endpoint.example
-                    )
-                },
-            ),
-            responses=responses,
-        )
-        if openapi.paths is None:
-            openapi.paths = {}
-        openapi.paths[BASE_PATH + endpoint.path] = PathItem(post=operation)
+    return [_route(endpoint, routing) for endpoint in endpoints(dev)]
