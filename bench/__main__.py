@@ -333,7 +333,7 @@ async def main(args: argparse.Namespace) -> None:
         await wait_ready(f"http://127.0.0.1:{api_port}/readyz", api)
         source = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL"
         print(f"machine: {os.cpu_count()} cores; Postgres: {source}")
-        concurrency = 10  # WORKER_CONCURRENCY's default, for Mimic and the reference alike
+        concurrency = 10  # WORKER_CONCURRENCY_WEBHOOKS' and _EMAIL's default, for both alike
         if "email" in args.phases:
             await email_phase(dsn, env, api_port, smtp, args.emails, concurrency)
         if "ingest" in args.phases and "webhooks" not in args.phases:

@@ -18,7 +18,7 @@ import pathlib
 import re
 from collections.abc import Sequence
 from importlib import resources
-from importlib.abc import Traversable
+from importlib.resources.abc import Traversable
 
 import msgspec
 from procrastinate.schema import SchemaManager
