@@ -94,6 +94,11 @@ async def test_a_postmark_body_that_is_not_utf8_is_400(
     ("body", "reason"),
     [
         (f'{{"id": "evt_deep", "type": "invoice.paid", "data": {DEEP}}}', "invalid_json"),
+        # Deeper than MAX_JSON_DEPTH, though no decoder gives up this shallow on any Python.
+        (
+            f'{{"id": "evt_65", "type": "invoice.paid", "data": {{"a": {"[" * 64 + "]" * 64}}}}}',
+            "invalid_json",
+        ),
         (json.dumps({"id": "evt_" + "x" * 8000, "type": "invoice.paid"}), "invalid_event"),
     ],
 )
