@@ -34,10 +34,11 @@ from litestar.types import (
 from mimic import __version__
 from mimic.billing import inkpass
 from mimic.billing.controller import BillingController
+from mimic.core.auth import document_limits
 from mimic.core.deps import Deps, open_deps
-from mimic.core.errors import ErrorBody, MimicError
-from mimic.core.health import HealthController
-from mimic.core.logs import bound
+from mimic.core.errors import ErrorBody, MimicError, TooManyRequests
+from mimic.core.health import HealthController, QueueGauges
+from mimic.core.logs import bound, mask_addresses
 from mimic.core.migrate import Step, load_steps
 from mimic.core.settings import Settings
 from mimic.email import tracking
@@ -61,6 +62,8 @@ def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[
     headers: dict[str, str] = {}
     if isinstance(exc, MimicError):
         status, code, detail, headers = exc.status_code, exc.code, exc.message, exc.headers
+        if isinstance(exc, TooManyRequests):
+            headers = {**headers, "Retry-After": exc.retry_after_header()}
     elif isinstance(exc, RecursionError):
         # Only parsing a request body recurses without bound (msgspec, on JSON nested
         # thousands deep): the caller's input, so a 400, not our fault.
@@ -78,7 +81,9 @@ def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[
         if exc.extra and status == 400:
             detail = f"{detail}: {msgspec.json.encode(exc.extra).decode()}"
     else:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        logger.exception(
+            "unhandled error on %s %s", request.method, mask_addresses(request.url.path)
+        )
         status, code, detail = 500, "internal_error", "Internal error."
     return Response(ErrorBody(error=code, detail=detail), status_code=status, headers=headers)
 
@@ -121,7 +126,8 @@ def request_ids(app: ASGIApp) -> ASGIApp:
                     logging.DEBUG if scope["path"] in _QUIET else logging.INFO,
                     "%s %s -> %d in %.1f ms%s",
                     scope["method"],
-                    scope["path"],
+                    # Suppression paths name an address: logs keep only its shape.
+                    mask_addresses(scope["path"]),
                     status,
                     (time.perf_counter() - started) * 1000,
                     key,
@@ -271,6 +277,11 @@ def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litest
             "steps": Provide(_after_deps(schema_steps), sync_to_thread=False),
             "templates": Provide(_after_deps(templates), sync_to_thread=False),
             "routing": Provide(_after_deps(routing), sync_to_thread=False),
+            # One per app (one per process): scrapes share its cached read of the queues.
+            "queue_gauges": Provide(
+                _after_deps(QueueGauges(settings.server.metrics_queue_cache_seconds)),
+                sync_to_thread=False,
+            ),
         },
         lifespan=[lifespan],
         state=State(),
@@ -282,4 +293,5 @@ def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litest
         debug=False,
     )
     webhooks_openapi.document(app.openapi_schema, dev=settings.is_dev)
+    document_limits(app.openapi_schema)
     return app

@@ -131,7 +131,7 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve_health(settings: Settings, state: WorkerState) -> AsyncIterator[None]:
+async def serve_health(settings: Settings, state: WorkerState, deps: Deps) -> AsyncIterator[None]:
     """/healthz, /readyz and /metrics on WORKER_HEALTH_PORT (0: none)."""
     port = settings.worker.health_port
     if port == 0:
@@ -154,7 +154,7 @@ async def serve_health(settings: Settings, state: WorkerState) -> AsyncIterator[
         yield
         return
     config = uvicorn.Config(
-        worker_health_app(state), log_config=None, access_log=False, lifespan="off"
+        worker_health_app(state, deps), log_config=None, access_log=False, lifespan="off"
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -344,7 +344,7 @@ async def run_worker(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     try:
-        async with open_deps(settings) as deps, serve_health(settings, state):
+        async with open_deps(settings) as deps, serve_health(settings, state, deps):
             lost, failures = False, 0
             while not stop.is_set():
                 started = loop.time()

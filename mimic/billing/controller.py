@@ -19,7 +19,8 @@ from mimic.billing.checkout import (
     create_portal,
     products,
 )
-from mimic.core.auth import require_admin_key, require_api_key, scope_of
+from mimic.core.audit import audited
+from mimic.core.auth import require_api_key, scope_of
 from mimic.core.deps import Deps
 from mimic.core.errors import Forbidden, error_spec
 from mimic.core.keys import check_tenant
@@ -73,22 +74,32 @@ class BillingController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> CheckoutOut:
         scope = scope_of(request)
-        tenant = scope.tenant(data.tenant_id)
-        if tenant is not None:
-            check_tenant(tenant)
-        if not scope.is_admin and data.customer_id is not None:
-            # Mimic cannot tell whose customer a cus_ id is: a tenant key names its customer
-            # by email, and Stripe creates or finds it.
-            raise Forbidden(
-                "a tenant key cannot name a Stripe customer_id; use customer_email",
-                code="customer_id_admin_only",
+        # Who asked for which customer and price, and how it ended (refusals too).
+        async with audited(deps.db, scope.key_id, "create_checkout_session", []) as entry:
+            entry.detail.update(
+                tenant_id=data.tenant_id or scope.tenant_id,
+                product_type=data.product_type,
+                price_id=dict(deps.settings.billing.products).get(data.product_type),
+                customer_id=data.customer_id,
+                customer_email=data.customer_email,
             )
-        return await create_checkout(deps.settings, data, tenant, idempotency_key)
+            tenant = scope.tenant(data.tenant_id)
+            if tenant is not None:
+                check_tenant(tenant)
+            if not scope.is_admin and data.customer_id is not None:
+                # Mimic cannot tell whose customer a cus_ id is: a tenant key names its
+                # customer by email, and Stripe creates or finds it.
+                raise Forbidden(
+                    "a tenant key cannot name a Stripe customer_id; use customer_email",
+                    code="customer_id_admin_only",
+                )
+            session = await create_checkout(deps.settings, data, tenant, idempotency_key)
+            entry.targets = [session.id]
+        return session
 
     @post(
         "/portal-sessions",
         status_code=201,
-        guards=[require_admin_key],
         summary="A Stripe Customer Portal link for a customer (admin keys)",
         description=(
             "Admin keys only: Mimic cannot tell which tenant a Stripe customer belongs to."
@@ -114,7 +125,12 @@ class BillingController(Controller):
         request: Request[Any, Any, Any],
         idempotency_key: IdempotencyKey = None,
     ) -> PortalOut:
-        return await create_portal(deps.settings, data, None, idempotency_key)
+        scope = scope_of(request)
+        target = [data.customer_id]
+        async with audited(deps.db, scope.key_id, "create_portal_session", target):
+            # In the handler rather than a guard, so a tenant key's attempt is audited.
+            scope.require_admin()
+            return await create_portal(deps.settings, data, None, idempotency_key)
 
     @get(
         "/products",

@@ -8,12 +8,35 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from mimic.core.db import Database, load_queries
 from mimic.core.errors import MimicError
 
 queries = load_queries("mimic.core")
+
+#: Every action the audit log records: the one definition (an action a caller names that is
+#: not here fails the type check).
+Action = Literal[
+    # events: the gateway's operators
+    "replay",
+    "retry",
+    "bulk_retry",
+    # email: BYOK credentials (a read is recorded only when refused), tenant settings,
+    # suppressions
+    "put_credential",
+    "delete_credential",
+    "read_credential",
+    "put_tenant_settings",
+    "add_suppression",
+    "remove_suppression",
+    # core: tenant keys (`mimic keys`)
+    "create_key",
+    "revoke_key",
+    # billing: Stripe sessions
+    "create_checkout_session",
+    "create_portal_session",
+]
 
 
 class Entry:
@@ -28,7 +51,7 @@ async def record(
     db: Database,
     *,
     key_id: str,
-    action: str,
+    action: Action,
     targets: Sequence[str],
     outcome: str,
     detail: dict[str, Any] | None = None,
@@ -45,10 +68,29 @@ async def record(
 
 @contextlib.asynccontextmanager
 async def audited(
-    db: Database, key_id: str, action: str, targets: Sequence[str]
+    db: Database, key_id: str, action: Action, targets: Sequence[str]
 ) -> AsyncIterator[Entry]:
     """Run an admin action and record it: ``ok``, or the error code it was refused with."""
     entry = Entry(targets)
+    async with audited_refusal(db, key_id, action, targets, entry=entry):
+        yield entry
+    await record(
+        db, key_id=key_id, action=action, targets=entry.targets, outcome="ok", detail=entry.detail
+    )
+
+
+@contextlib.asynccontextmanager
+async def audited_refusal(
+    db: Database,
+    key_id: str,
+    action: Action,
+    targets: Sequence[str],
+    *,
+    entry: Entry | None = None,
+) -> AsyncIterator[Entry]:
+    """Record an action only when it is refused, with the error code: for reads, whose
+    successes would flood the log, but whose refusals (a key probing another tenant) matter."""
+    entry = entry or Entry(targets)
     try:
         yield entry
     except MimicError as exc:
@@ -61,6 +103,3 @@ async def audited(
             detail=entry.detail,
         )
         raise
-    await record(
-        db, key_id=key_id, action=action, targets=entry.targets, outcome="ok", detail=entry.detail
-    )

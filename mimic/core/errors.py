@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
 
@@ -94,6 +96,29 @@ class Unprocessable(MimicError):
 
     status_code = 422
     code = "unprocessable"
+
+
+def whole_seconds(seconds: float) -> int:
+    """A wait as Retry-After gives it: whole seconds, rounded up, at least 1."""
+    return max(1, math.ceil(seconds))
+
+
+class TooManyRequests(MimicError):
+    """Too many requests; retry later."""
+
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(
+        self, message: str | None = None, *, code: str | None = None, retry_after: float
+    ) -> None:
+        super().__init__(message, code=code)
+        #: Seconds until a retry can succeed; the exception-to-response function sends it as
+        #: Retry-After (``whole_seconds``).
+        self.retry_after = retry_after
+
+    def retry_after_header(self) -> str:
+        return str(whole_seconds(self.retry_after))
 
 
 class BadGateway(MimicError):

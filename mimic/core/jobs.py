@@ -31,6 +31,8 @@ from mimic.core.logs import bound
 QUEUE_WEBHOOKS = "webhooks"
 QUEUE_EMAIL = "email"
 QUEUE_MAINTENANCE = "maintenance"
+#: Every Mimic queue (what /metrics reports, 0 when idle).
+QUEUES = (QUEUE_WEBHOOKS, QUEUE_EMAIL, QUEUE_MAINTENANCE)
 
 queries = load_queries("mimic.core")
 

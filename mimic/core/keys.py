@@ -14,7 +14,7 @@ import secrets
 
 import msgspec
 
-from mimic.core.audit import record
+from mimic.core.audit import audited
 from mimic.core.db import Database, as_structs, load_queries
 from mimic.core.errors import BadRequest, NotFound
 
@@ -51,26 +51,22 @@ def key_id(key: str) -> str:
 
 
 async def create_key(db: Database, tenant_id: str, name: str = "", *, by: str) -> tuple[str, str]:
-    """A new key for ``tenant_id``: returns (id, key). The key is never stored or shown again."""
-    check_tenant(tenant_id)
-    key = TENANT_KEY_PREFIX + secrets.token_urlsafe(32)
-    kid = key_id(key)
-    async with db.transaction() as conn:
-        await conn.execute(
-            queries["insert_api_key"],
-            kid,
-            key_hash(key),
-            tenant_id,
-            name,
-        )
-    await record(
-        db,
-        key_id=by,
-        action="create_key",
-        targets=[kid],
-        outcome="ok",
-        detail={"tenant_id": tenant_id},
-    )
+    """A new key for ``tenant_id``: returns (id, key). The key is never stored or shown again;
+    the audit log names it by its id (a refused creation, by the error code)."""
+    async with audited(db, by, "create_key", []) as entry:
+        entry.detail["tenant_id"] = tenant_id
+        check_tenant(tenant_id)
+        key = TENANT_KEY_PREFIX + secrets.token_urlsafe(32)
+        kid = key_id(key)
+        entry.targets = [kid]
+        async with db.transaction() as conn:
+            await conn.execute(
+                queries["insert_api_key"],
+                kid,
+                key_hash(key),
+                tenant_id,
+                name,
+            )
     return kid, key
 
 
@@ -81,10 +77,11 @@ async def list_keys(db: Database, tenant_id: str | None = None) -> list[TenantKe
 
 async def revoke_key(db: Database, kid: str, *, by: str) -> None:
     """Revoke at once: the next request with the key is refused."""
-    found = await db.fetchval(queries["revoke_api_key"], kid)
-    if found is None:
-        raise NotFound(f"no key {kid!r}; `mimic keys list` shows the ids", code="key_not_found")
-    await record(db, key_id=by, action="revoke_key", targets=[kid], outcome="ok")
+    async with audited(db, by, "revoke_key", [kid]) as entry:
+        tenant: str | None = await db.fetchval(queries["revoke_api_key"], kid)
+        if tenant is None:
+            raise NotFound(f"no key {kid!r}; `mimic keys list` shows the ids", code="key_not_found")
+        entry.detail["tenant_id"] = tenant
 
 
 async def tenant_of(db: Database, key: str) -> str | None:

@@ -81,6 +81,27 @@ class RedactSecrets(logging.Filter):
         return text
 
 
+def mask_address(address: str) -> str:
+    """An email address as logs show it: its first character and its domain
+    (``ann@example.com`` -> ``a***@example.com``), enough to tell two apart, not to mail one."""
+    local, _, domain = address.rpartition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def mask_addresses(path: str) -> str:
+    """A URL path with every segment that holds an address masked (``/api/v1/suppressions/
+    ann@example.com`` -> ``/api/v1/suppressions/a***@example.com``); the rest as it was."""
+    if "@" not in path and "%40" not in path.lower():
+        return path
+    segments = path.split("/")
+    for i, segment in enumerate(segments):
+        # An ASGI path is already decoded; a client that encoded the @ twice left a %40.
+        decoded = urllib.parse.unquote(segment)
+        if "@" in decoded:
+            segments[i] = mask_address(decoded)
+    return "/".join(segments)
+
+
 class NoTracebackForExpectedJobErrors(logging.Filter):
     """procrastinate logs every failed job with its traceback. For the failures Mimic
     expects and has already explained in one line (retries, final failures), keep the line

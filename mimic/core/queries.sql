@@ -39,8 +39,9 @@ SELECT id, tenant_id, name, created_at, revoked_at FROM api_keys
  WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY tenant_id, created_at, id
 
 -- name: revoke_api_key
--- Revoke a key (once: a second revoke keeps the first time); nothing when there is no such id.
-UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING id
+-- Revoke a key (once: a second revoke keeps the first time); its tenant, or nothing when there
+-- is no such id.
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING tenant_id
 
 -- name: tenant_of_key
 -- The tenant a live (unrevoked) key acts for, by the key's SHA-256.
@@ -113,3 +114,10 @@ SELECT o.queue_name,
 -- Take a token of shared bucket $1 (capacity $2, $3 per second) only if due within $4
 -- seconds; the seconds until it is due (more than $4: nothing was taken).
 SELECT mimic_try_send_token($1, $2::float8, $3::float8, $4::float8)
+
+-- name: take_token_now
+-- Take a token of bucket $1 (capacity $2, $3 per second) only if one is there now; the
+-- seconds until one is (0: taken; more: nothing taken). Committed without waiting for the
+-- WAL flush: a token lost in a crash is one request more, not worth a disk flush each.
+SELECT mimic_try_send_token($1, $2::float8, $3::float8, 0)
+  FROM (SELECT set_config('synchronous_commit', 'off', true)) AS local_setting

@@ -15,11 +15,23 @@ from mimic.core.db import Database, load_queries
 queries = load_queries("mimic.core")
 
 
-async def take(db: Database, key: str, rate: float) -> float:
+async def take(
+    db: Database, key: str, rate: float, *, capacity: float = 1.0, or_nothing: bool = False
+) -> float:
     """Reserve one token of ``key``'s bucket; returns how many seconds to wait before using
-    it (0: now). The bucket holds one token: sends are paced evenly at ``rate`` per second,
-    never bunched, so whatever window the provider counts in, it sees at most ``rate``."""
-    tokens: float = await db.fetchval(queries["take_send_token"], key, 1.0, rate)
+    it (0: now). By default the bucket holds one token: sends are paced evenly at ``rate``
+    per second, never bunched, so whatever window the provider counts in, it sees at most
+    ``rate``; ``capacity`` lets that many through at once (a burst).
+
+    ``or_nothing``: take a token only if one is there now; else take nothing and return the
+    wait (for a caller that refuses instead of waiting, such as the API's per-key limit: a
+    refused request costs nothing, so a client that keeps hammering gets in again as soon as
+    a token refills, and never faster than ``rate``). Committed without waiting for the disk
+    (a token lost in a crash is one request more; the flush cost 0.6 ms per request here)."""
+    if or_nothing:
+        wait: float = await db.fetchval(queries["take_token_now"], key, capacity, rate)
+        return wait
+    tokens: float = await db.fetchval(queries["take_send_token"], key, capacity, rate)
     return max(0.0, -tokens / rate)
 
 

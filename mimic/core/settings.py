@@ -170,6 +170,24 @@ RATE = Parser(
 )
 
 
+def api_rate(*, unlimited: bool) -> Parser:
+    """Requests per second of one API key, MIN_RATE to MAX_RATE (the floor: a key that keeps
+    to its limit is never refused for long); 0 (no limit) only where ``unlimited``."""
+
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not (MIN_RATE <= value <= MAX_RATE or (unlimited and value == 0)):
+            raise ValueError(raw)
+        return value
+
+    hint = f"a number of requests per second from {MIN_RATE:g} to {MAX_RATE:g}"
+    return Parser(hint + (", 0 for no limit" if unlimited else ""), parse)
+
+
+#: Requests one API key may make at once above its rate (its bucket's capacity).
+API_BURST = integer(1, 100_000)
+
+
 def _url(raw: str) -> str:
     if not raw.startswith(("http://", "https://")):
         raise ValueError(raw)
@@ -253,6 +271,19 @@ class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
     data_dir: str = ".mimic"
     #: Admin keys accepted from internal callers (tenant keys live in the database).
     api_keys: tuple[Secret, ...] = ()
+    #: When set, /metrics (the API's and the worker's) answers only to this key. Unset: open,
+    #: so keep /metrics off the network.
+    metrics_api_key: Secret | None = None
+    #: The queue gauges of /metrics are read from procrastinate's table at most once per this
+    #: long per process, whatever the scrape rate (0: at each scrape).
+    metrics_queue_cache_seconds: float = 5.0
+    #: Requests per second of each tenant key, with bursts of up to api_burst, across every
+    #: API process (a token bucket per key in Postgres); more is 429 rate_limited.
+    api_rate_per_second: float = 20.0
+    api_burst: int = 40
+    #: The same for each admin key (0: no limit).
+    api_admin_rate_per_second: float = 200.0
+    api_admin_burst: int = 400
 
     ENV: ClassVar = {
         "host": ("MIMIC_HOST", TEXT),
@@ -261,6 +292,12 @@ class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
         "log_format": ("MIMIC_LOG_FORMAT", choice(LogFormat)),
         "data_dir": ("MIMIC_DATA_DIR", TEXT),
         "api_keys": ("MIMIC_API_KEYS", SECRET_LIST),
+        "metrics_api_key": ("METRICS_API_KEY", SECRET),
+        "metrics_queue_cache_seconds": ("METRICS_QUEUE_CACHE_SECONDS", seconds(0, 60)),
+        "api_rate_per_second": ("API_RATE_PER_SECOND", api_rate(unlimited=False)),
+        "api_burst": ("API_BURST", API_BURST),
+        "api_admin_rate_per_second": ("API_ADMIN_RATE_PER_SECOND", api_rate(unlimited=True)),
+        "api_admin_burst": ("API_ADMIN_BURST", API_BURST),
     }
 
 
@@ -604,7 +641,11 @@ def _require_production(settings: Settings, environ: Mapping[str, str]) -> None:
     if missing:
         raise ConfigError(f"{', '.join(missing)}: required when MIMIC_ENV=production but not set")
     service = settings.inkpass.service_api_key
-    keys = {"MIMIC_API_KEYS": settings.server.api_keys, "MIMIC_SERVICE_API_KEY": (service,)}
+    keys = {
+        "MIMIC_API_KEYS": settings.server.api_keys,
+        "MIMIC_SERVICE_API_KEY": (service,),
+        "METRICS_API_KEY": (settings.server.metrics_api_key,),
+    }
     for name, values in keys.items():
         for value in values:
             if value is not None and value.get() == DEV_API_KEY:

@@ -19,7 +19,7 @@ from litestar.params import (
     QueryParameter,
 )
 
-from mimic.core.audit import audited
+from mimic.core.audit import audited, audited_refusal
 from mimic.core.auth import require_api_key, scope_of
 from mimic.core.deps import Deps
 from mimic.core.errors import BadRequest, NotFound, error_spec
@@ -74,6 +74,10 @@ SEND_ERRORS = {
     422: error_spec(
         "Unknown template, missing variable, bad address, suppressed recipient, provider not "
         "configured"
+    ),
+    429: error_spec(
+        "Over this key's request rate (rate_limited), or the tenant's daily send quota would "
+        "be exceeded (quota_exceeded; nothing stored; Retry-After: until 00:00 UTC)"
     ),
 }
 ADMIN_ERRORS = {
@@ -146,7 +150,9 @@ class NotificationController(_Internal):
             "and `reply_to` at a domain of its credentials' `from_email` or of the "
             "`sender_domains` an admin set; else 403 `sender_not_allowed`), and through the "
             "platform's providers only when an admin turned its `platform_fallback` on (else "
-            "403 `platform_fallback_not_allowed`)."
+            "403 `platform_fallback_not_allowed`). A tenant's `daily_send_quota`, when an admin "
+            "set one, counts every send accepted for it in the UTC day; the send that would "
+            "exceed it is 429 `quota_exceeded` (`Retry-After` until 00:00 UTC)."
         ),
         responses={**SEND_ERRORS, 409: error_spec("Key reused")},
     )
@@ -182,7 +188,10 @@ class NotificationController(_Internal):
             "`messages[3]: recipient_suppressed: ...`. Each message may carry its own "
             "`idempotency_key` (scoped to its tenant, as the header is for single sends); "
             "a reused key answers with the original id and `replayed: true`. The sender rule "
-            "of single sends applies to each message."
+            "of single sends applies to each message. A batch counts its new messages against "
+            "the tenant's `daily_send_quota` all at once: if they would exceed it the whole "
+            "batch is 429 `quota_exceeded` and nothing is stored (replayed messages count "
+            "nothing)."
         ),
         responses={
             **SEND_ERRORS,
@@ -342,7 +351,12 @@ class CredentialController(_Internal):
         deps: NamedDependency[Deps],
         request: Request[Any, Any, Any],
     ) -> CredentialOut:
-        scope_of(request).tenant(tenant_id)
+        scope = scope_of(request)
+        # Reads are many and harmless; a key probing another tenant's is worth a row.
+        async with audited_refusal(
+            deps.db, scope.key_id, "read_credential", [f"{tenant_id}/{provider}"]
+        ):
+            scope.tenant(tenant_id)
         return await get_credential(deps.db, check_tenant(tenant_id), _provider(provider))
 
     @delete(
@@ -365,8 +379,12 @@ class CredentialController(_Internal):
 
 
 SETTINGS_EXAMPLE = Example(
-    summary="Let acme send from acme.example, and not through the platform",
-    value={"sender_domains": ["acme.example"], "platform_fallback": False},
+    summary="Let acme send from acme.example, not through the platform, 10,000 a day",
+    value={
+        "sender_domains": ["acme.example"],
+        "platform_fallback": False,
+        "daily_send_quota": 10_000,
+    },
 )
 
 
@@ -376,11 +394,11 @@ class TenantSettingsController(_Internal):
 
     @get(
         "/",
-        summary="What an admin allows a tenant: sender domains, platform fallback",
+        summary="What an admin allows a tenant: sender domains, platform fallback, daily quota",
         description=(
             "A tenant with nothing stored has the defaults (no extra sender domain; platform "
-            "fallback on in dev, off in production), shown with null timestamps. Admin keys "
-            "only."
+            "fallback on in dev, off in production; no daily send quota), shown with null "
+            "timestamps. Admin keys only."
         ),
         responses=SETTINGS_ERRORS,
     )
@@ -397,15 +415,19 @@ class TenantSettingsController(_Internal):
 
     @put(
         "/",
-        summary="Set a tenant's sender domains and platform fallback (admin keys only)",
+        summary="Set a tenant's sender domains, platform fallback and quota (admin keys only)",
         description=(
             "`sender_domains`: the domains (besides those of its credentials' `from_email`) "
             "the tenant's keys may use in `from` and `reply_to`; exact match, so a subdomain "
             f"is not covered; at most {tenants.MAX_SENDER_DOMAINS}, no wildcard, stored lower "
             "case as IDNA A-labels. `platform_fallback`: may the tenant's keys send through "
             "the platform's providers (as the platform's `EMAIL_FROM`, or from a "
-            "`sender_domains` address) when it has no credential for the provider. Replaces "
-            "what was stored; every change (and every refusal) is written to the audit log."
+            "`sender_domains` address) when it has no credential for the provider. "
+            "`daily_send_quota`: how many emails may be accepted for the tenant per UTC day, "
+            "by its keys and by admin keys acting for it (null or omitted: no quota); setting "
+            "one counts what was already accepted today. Replaces what was stored (so an "
+            "omitted quota removes it); every change (and every refusal) is written to the "
+            "audit log."
         ),
         responses={
             **SETTINGS_ERRORS,
@@ -431,6 +453,7 @@ class TenantSettingsController(_Internal):
                 "after": {
                     "sender_domains": after.sender_domains,
                     "platform_fallback": after.platform_fallback,
+                    "daily_send_quota": after.daily_send_quota,
                 },
             }
         return after

@@ -9,11 +9,6 @@ ON CONFLICT ((coalesce(tenant_id, '')), idempotency_key) WHERE idempotency_key I
 DO NOTHING
 RETURNING id
 
--- name: find_by_idempotency_key
--- The notification an Idempotency-Key already produced for this tenant.
-SELECT id, request_hash FROM notifications
- WHERE coalesce(tenant_id, '') = coalesce($1, '') AND idempotency_key = $2
-
 -- name: add_recipients
 -- Index a new notification by each of its recipients.
 INSERT INTO notification_recipients (address, created_at, notification_id)
@@ -202,11 +197,6 @@ SELECT id FROM notifications
  ORDER BY id
    FOR UPDATE
 
--- name: suppressed_addresses
--- Which of addresses $2 (normalized) tenant $1 has suppressed, in order.
-SELECT address FROM suppressions WHERE tenant = $1 AND address = ANY($2::text[])
- ORDER BY address
-
 -- name: add_suppressions
 -- Suppress addresses $2 for tenant $1 (a complaint is never replaced); those added or changed.
 INSERT INTO suppressions AS s (tenant, address, reason, provider, notification_id, detail)
@@ -240,27 +230,28 @@ SELECT nullif(tenant, '') AS tenant_id, address AS email, reason, provider,
 
 -- name: get_tenant_settings
 -- What an admin set for a tenant (no row: the defaults).
-SELECT tenant_id, sender_domains, platform_fallback, created_at, updated_at
+SELECT tenant_id, sender_domains, platform_fallback, daily_send_quota, created_at, updated_at
   FROM tenant_settings WHERE tenant_id = $1
 
 -- name: lock_tenant_settings
 -- A tenant's stored settings, locked to be replaced (for the audit log's "before").
-SELECT sender_domains, platform_fallback FROM tenant_settings WHERE tenant_id = $1
-   FOR UPDATE
+SELECT sender_domains, platform_fallback, daily_send_quota FROM tenant_settings
+ WHERE tenant_id = $1 FOR UPDATE
 
 -- name: put_tenant_settings
 -- Store (or replace) a tenant's settings.
-INSERT INTO tenant_settings (tenant_id, sender_domains, platform_fallback)
-VALUES ($1, $2, $3)
+INSERT INTO tenant_settings (tenant_id, sender_domains, platform_fallback, daily_send_quota)
+VALUES ($1, $2, $3, $4)
 ON CONFLICT (tenant_id) DO UPDATE
    SET sender_domains = excluded.sender_domains,
-       platform_fallback = excluded.platform_fallback, updated_at = now()
-RETURNING tenant_id, sender_domains, platform_fallback, created_at, updated_at
+       platform_fallback = excluded.platform_fallback,
+       daily_send_quota = excluded.daily_send_quota, updated_at = now()
+RETURNING tenant_id, sender_domains, platform_fallback, daily_send_quota, created_at, updated_at
 
 -- name: sender_policies
 -- For tenants $1 (one round trip for a whole batch): their settings (NULL: none stored) and
 -- their credentials' providers and from_email, in failover order (priority, newest first).
-SELECT t.tenant_id, s.sender_domains, s.platform_fallback,
+SELECT t.tenant_id, s.sender_domains, s.platform_fallback, s.daily_send_quota,
        coalesce(c.providers, '{}') AS providers, coalesce(c.from_emails, '{}') AS from_emails
   FROM unnest($1::text[]) AS t(tenant_id)
   LEFT JOIN tenant_settings s ON s.tenant_id = t.tenant_id
@@ -271,3 +262,49 @@ SELECT t.tenant_id, s.sender_domains, s.platform_fallback,
                  AS from_emails
         FROM provider_credentials p WHERE p.tenant_id = t.tenant_id
   ) c ON true
+
+-- name: find_by_idempotency_keys
+-- The notifications these Idempotency-Keys already produced: pairs ($1[i] tenant, '' for
+-- the platform; $2[i] key), one round trip for a whole batch.
+SELECT k.tenant, k.key, n.id, n.request_hash
+  FROM unnest($1::text[], $2::text[]) AS k(tenant, key)
+  JOIN notifications n
+    ON coalesce(n.tenant_id, '') = k.tenant AND n.idempotency_key = k.key
+   AND n.idempotency_key IS NOT NULL
+
+-- name: suppressed_pairs
+-- Which pairs ($1[i] tenant, '' for the platform; $2[i] normalized address, each pair once)
+-- are suppressed, in address order: every recipient of a batch in one round trip.
+SELECT s.tenant, s.address
+  FROM unnest($1::text[], $2::text[]) AS w(tenant, address)
+  JOIN suppressions s ON s.tenant = w.tenant AND s.address = w.address
+ ORDER BY s.tenant, s.address
+
+-- name: count_daily_sends
+-- Count $2 more sends of tenant $1 today (UTC) only if that keeps it within its quota $3;
+-- the day counted, or nothing when it would exceed the quota (nothing is counted then).
+INSERT INTO tenant_daily_sends AS d (tenant_id, day, sends)
+SELECT $1::text, (now() AT TIME ZONE 'UTC')::date, $2::int WHERE $2::int <= $3::int
+ON CONFLICT (tenant_id, day) DO UPDATE SET sends = d.sends + excluded.sends
+ WHERE d.sends + excluded.sends <= $3::int
+RETURNING day
+
+-- name: uncount_daily_sends
+-- Give back $3 sends of tenant $1 counted on day $2 (they were not stored after all).
+UPDATE tenant_daily_sends SET sends = greatest(0, sends - $3) WHERE tenant_id = $1 AND day = $2
+
+-- name: daily_sends_today
+-- Tenant $1's sends counted today (UTC), and the seconds until the count starts over.
+SELECT coalesce(d.sends, 0) AS sends,
+       extract(epoch FROM (t.day + 1) - (now() AT TIME ZONE 'UTC'))::float8 AS resets_in
+  FROM (SELECT (now() AT TIME ZONE 'UTC')::date AS day) AS t
+  LEFT JOIN tenant_daily_sends d ON d.tenant_id = $1 AND d.day = t.day
+
+-- name: recount_daily_sends
+-- A quota is being set: today's count of tenant $1 becomes at least the notifications it has
+-- had accepted today (sends accepted while it had no quota were not counted).
+INSERT INTO tenant_daily_sends AS d (tenant_id, day, sends)
+SELECT $1, (now() AT TIME ZONE 'UTC')::date, count(*) FROM notifications
+ WHERE tenant_id = $1
+   AND created_at >= ((now() AT TIME ZONE 'UTC')::date)::timestamp AT TIME ZONE 'UTC'
+ON CONFLICT (tenant_id, day) DO UPDATE SET sends = greatest(d.sends, excluded.sends)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import msgspec
 
@@ -31,11 +32,20 @@ class ProviderMessage(msgspec.Struct, frozen=True):
     to: list[str]
 
 
-async def by_idempotency_key(
-    db: Database, tenant_id: str | None, key: str
-) -> IdempotencyRecord | None:
-    row = await db.fetchrow(queries["find_by_idempotency_key"], tenant_id, key)
-    return as_struct(row, IdempotencyRecord) if row is not None else None
+async def by_idempotency_keys(
+    db: Database, pairs: Sequence[tuple[str | None, str]]
+) -> dict[tuple[str, str], IdempotencyRecord]:
+    """The notifications these (tenant, Idempotency-Key) pairs already produced, by (tenant,
+    '' for the platform; key): one query for a whole batch, none for no pair."""
+    if not pairs:
+        return {}
+    rows = await db.fetch(
+        queries["find_by_idempotency_keys"], [t or "" for t, _ in pairs], [k for _, k in pairs]
+    )
+    return {
+        (row["tenant"], row["key"]): IdempotencyRecord(row["id"], row["request_hash"])
+        for row in rows
+    }
 
 
 async def by_provider_message(

@@ -9,7 +9,8 @@ from __future__ import annotations
 import email.utils
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 
 from mimic.core import metrics
 from mimic.core.batching import GroupCommit, group_commit
@@ -17,10 +18,11 @@ from mimic.core.deps import Deps
 from mimic.core.errors import Conflict, Forbidden, MimicError, Unprocessable
 from mimic.core.keys import TENANT_ID, check_tenant
 from mimic.core.settings import EmailProvider
-from mimic.email import repository, status, suppression
+from mimic.email import quota, repository, status, suppression
 from mimic.email.addresses import domain_of, validate_address, validate_addresses
 from mimic.email.providers.registry import REGISTRY
 from mimic.email.rendering import Templates
+from mimic.email.repository import IdempotencyRecord
 from mimic.email.schemas import Accepted, EmailRequest, Recipients
 from mimic.email.tenants import SenderPolicy, sender_policies
 
@@ -181,11 +183,13 @@ async def policies_for(deps: Deps, requests: Sequence[EmailRequest]) -> dict[str
     return await sender_policies(deps.db, tenants, dev=deps.settings.is_dev)
 
 
-async def replay(deps: Deps, request: EmailRequest, key: str) -> Accepted | None:
+#: What checking one message ends in: the earlier answer for a replayed key, a notification
+#: ready to store, or the 4xx it deserves.
+Prepared = Accepted | status.NewNotification | MimicError
+
+
+def _replayed(request: EmailRequest, earlier: IdempotencyRecord) -> Accepted:
     """The original answer for a reused Idempotency-Key; 409 if the body differs."""
-    earlier = await repository.by_idempotency_key(deps.db, request.tenant_id, key)
-    if earlier is None:
-        return None
     if earlier.request_hash != request.fingerprint():
         raise Conflict(
             "this Idempotency-Key was already used with a different request body",
@@ -197,45 +201,117 @@ async def replay(deps: Deps, request: EmailRequest, key: str) -> Accepted | None
 async def prepare(
     deps: Deps,
     templates: Templates,
-    request: EmailRequest,
-    idempotency_key: str | None,
+    items: Sequence[tuple[EmailRequest, str | None]],
     *,
     tenant_key: bool,
-    policies: Mapping[str, SenderPolicy] | None = None,
-) -> Accepted | status.NewNotification:
-    """Everything short of storing: the earlier answer for a replayed key, or a validated,
-    rendered notification. Raises the 4xx the request deserves. ``policies``: the sender
-    policies of a batch's tenants (None: this request's are read here)."""
-    if request.tenant_id is not None:
-        check_tenant(request.tenant_id)
-    if idempotency_key is not None:
-        # Before rendering: a replay answers as the first time did, even if a template
-        # or credential has changed since.
-        earlier = await replay(deps, request, idempotency_key)
-        if earlier is not None:
-            return earlier
-    recipients = check_recipients(request)
-    check_tags(request.tags)
-    if policies is None:
-        policies = await policies_for(deps, [request])
-    policy = policies.get(request.tenant_id) if request.tenant_id is not None else None
-    providers, sender, platform_allowed = choose_route(
-        deps, request, recipients, policy, tenant_key=tenant_key
+    refused: Mapping[int, MimicError] | None = None,
+) -> tuple[list[Prepared], dict[str, SenderPolicy]]:
+    """Everything short of storing, for every message (``refused``: those already refused,
+    by index), and the sender policies read. Each message goes through the same checks in
+    the same order as if it were alone, and its answer is its first failure; the reads are
+    made once for all of them: one query for the reused Idempotency-Keys, one for the sender
+    policies, one for the suppressed recipients (a batch of 100 costs what one message does).
+    """
+    done: dict[int, Prepared] = dict(refused or {})
+
+    def waiting() -> list[int]:
+        return [i for i in range(len(items)) if i not in done]
+
+    for index in waiting():
+        tenant = items[index][0].tenant_id
+        try:
+            if tenant is not None:
+                check_tenant(tenant)
+        except MimicError as exc:
+            done[index] = exc
+    # Before rendering: a replay answers as the first time did, even if a template or
+    # credential has changed since.
+    keyed = [(i, items[i][0], key) for i in waiting() if (key := items[i][1]) is not None]
+    earlier = await repository.by_idempotency_keys(
+        deps.db, [(request.tenant_id, key) for _, request, key in keyed]
     )
-    await suppression.refuse_suppressed(
-        deps.db, request.tenant_id, [*recipients.to, *recipients.cc, *recipients.bcc]
+    for index, request, key in keyed:
+        record = earlier.get((request.tenant_id or "", key))
+        try:
+            if record is not None:
+                done[index] = _replayed(request, record)
+        except MimicError as exc:
+            done[index] = exc
+    recipients: dict[int, Recipients] = {}
+    for index in waiting():
+        request = items[index][0]
+        try:
+            recipients[index] = check_recipients(request)
+            check_tags(request.tags)
+        except MimicError as exc:
+            done[index] = exc
+    policies = await policies_for(deps, [items[i][0] for i in waiting()])
+    routes: dict[int, tuple[list[EmailProvider], str, bool]] = {}
+    for index in waiting():
+        request = items[index][0]
+        policy = policies.get(request.tenant_id) if request.tenant_id is not None else None
+        try:
+            routes[index] = choose_route(
+                deps, request, recipients[index], policy, tenant_key=tenant_key
+            )
+        except MimicError as exc:
+            done[index] = exc
+    pending = waiting()
+    suppressed = await suppression.suppressed_among(
+        deps.db,
+        [
+            (items[i][0].tenant_id, [*recipients[i].to, *recipients[i].cc, *recipients[i].bcc])
+            for i in pending
+        ],
     )
-    rendered = templates.render(request.template, request.data, request.locale)
-    return status.NewNotification(
-        request=request,
-        recipients=recipients,
-        rendered=rendered,
-        sender=sender,
-        provider=providers[0],
-        providers=providers,
-        idempotency_key=idempotency_key,
-        platform_allowed=platform_allowed,
-    )
+    for index, found in zip(pending, suppressed, strict=True):
+        request, key = items[index]
+        providers, sender, platform_allowed = routes[index]
+        try:
+            suppression.refuse_suppressed(found)
+            rendered = templates.render(request.template, request.data, request.locale)
+        except MimicError as exc:
+            done[index] = exc
+            continue
+        done[index] = status.NewNotification(
+            request=request,
+            recipients=recipients[index],
+            rendered=rendered,
+            sender=sender,
+            provider=providers[0],
+            providers=providers,
+            idempotency_key=key,
+            platform_allowed=platform_allowed,
+        )
+    return [done[i] for i in range(len(items))], policies
+
+
+async def _count(
+    deps: Deps, new: Sequence[status.NewNotification], policies: Mapping[str, SenderPolicy]
+) -> list[quota.Counted]:
+    """Count new sends against their tenants' daily quotas (429 quota_exceeded, nothing
+    counted, when one would go over). No query for tenants without a quota."""
+    wanted: dict[str, tuple[int, int]] = {}
+    for item in new:
+        tenant = item.request.tenant_id
+        policy = policies.get(tenant) if tenant is not None else None
+        if tenant is None or policy is None or policy.daily_send_quota is None:
+            continue
+        wanted[tenant] = (wanted.get(tenant, (0, 0))[0] + 1, policy.daily_send_quota)
+    return await quota.take(deps.db, wanted)
+
+
+async def _replay_lost(
+    deps: Deps, lost: Sequence[tuple[EmailRequest, str | None]]
+) -> list[Accepted]:
+    """The answers for sends whose Idempotency-Key a concurrent request stored first."""
+    pairs = [(request.tenant_id, key) for request, key in lost if key is not None]
+    earlier = await repository.by_idempotency_keys(deps.db, pairs)
+    answers = []
+    for request, key in lost:
+        assert key is not None, "only a send with a key can lose it to another"
+        answers.append(_replayed(request, earlier[(request.tenant_id or "", key)]))
+    return answers
 
 
 async def submit(
@@ -251,15 +327,23 @@ async def submit(
 
     Stored through the group commit (``core.batching``): sends that arrive while a commit is
     in flight are stored together and share one ``send_emails`` job."""
-    prepared = await prepare(deps, templates, request, idempotency_key, tenant_key=tenant_key)
+    (prepared,), policies = await prepare(
+        deps, templates, [(request, idempotency_key)], tenant_key=tenant_key
+    )
+    if isinstance(prepared, MimicError):
+        raise prepared
     if isinstance(prepared, Accepted):
         return prepared, True
-    notification_id = await _sends(deps).submit(prepared)
+    counted = await _count(deps, [prepared], policies)
+    try:
+        notification_id = await _sends(deps).submit(prepared)
+    except BaseException:
+        await quota.give_back(deps.db, counted)
+        raise
     if notification_id is None:
         # A concurrent request with the same key committed first.
-        assert idempotency_key is not None
-        earlier = await replay(deps, request, idempotency_key)
-        assert earlier is not None
+        await quota.give_back(deps.db, counted)
+        (earlier,) = await _replay_lost(deps, [(request, idempotency_key)])
         return earlier, True
     return Accepted(id=notification_id, status="queued"), False
 
@@ -299,49 +383,47 @@ async def submit_many(
 ) -> list[tuple[Accepted, bool]]:
     """Validate every message first, then store and queue them all in one transaction (and
     one job). One invalid message refuses the batch (BatchRefused names each, with its
-    index). The sender policies of all its tenants are read in one query."""
-    policies = await policies_for(deps, [request for request, _ in items])
-    prepared: list[Accepted | status.NewNotification] = []
-    failures: list[tuple[int, MimicError]] = []
+    index); so does a tenant's daily quota, for the batch as a whole (429 quota_exceeded).
+    A few queries check all the messages (see ``prepare``)."""
+    repeated: dict[int, MimicError] = {}
     seen: set[tuple[str | None, str]] = set()
     for index, (request, key) in enumerate(items):
-        if key is not None and (request.tenant_id, key) in seen:
-            failures.append(
-                (
-                    index,
-                    Unprocessable(
-                        "idempotency_key repeats an earlier message of this batch",
-                        code="duplicate_idempotency_key",
-                    ),
-                )
-            )
+        if key is None:
             continue
-        if key is not None:
-            seen.add((request.tenant_id, key))
-        try:
-            prepared.append(
-                await prepare(
-                    deps, templates, request, key, tenant_key=tenant_key, policies=policies
-                )
+        if (request.tenant_id, key) in seen:
+            repeated[index] = Unprocessable(
+                "idempotency_key repeats an earlier message of this batch",
+                code="duplicate_idempotency_key",
             )
-        except MimicError as exc:
-            failures.append((index, exc))
+        seen.add((request.tenant_id, key))
+    prepared, policies = await prepare(
+        deps, templates, items, tenant_key=tenant_key, refused=repeated
+    )
+    failures = [(i, p) for i, p in enumerate(prepared) if isinstance(p, MimicError)]
     if failures:
         raise BatchRefused(failures)
     new = [p for p in prepared if isinstance(p, status.NewNotification)]
-    created = iter(await status.create_many(deps.db, new))
+    counted = await _count(deps, new, policies)
+    try:
+        created = await status.create_many(deps.db, new) if new else []
+    except BaseException:
+        await quota.give_back(deps.db, counted)
+        raise
+    lost = [n for n, notification_id in zip(new, created, strict=True) if notification_id is None]
+    replays: Iterator[Accepted] = iter(())
+    if lost:
+        # Concurrent requests with the same keys committed first.
+        await quota.give_back(deps.db, counted, Counter(n.request.tenant_id or "" for n in lost))
+        replays = iter(await _replay_lost(deps, [(n.request, n.idempotency_key) for n in lost]))
+    ids = iter(created)
     answers: list[tuple[Accepted, bool]] = []
-    for (request, key), item in zip(items, prepared, strict=True):
+    for item in prepared:
         if isinstance(item, Accepted):
             answers.append((item, True))
             continue
-        notification_id = next(created)
+        notification_id = next(ids)
         if notification_id is None:
-            # A concurrent request with the same key committed first.
-            assert key is not None
-            earlier = await replay(deps, request, key)
-            assert earlier is not None
-            answers.append((earlier, True))
+            answers.append((next(replays), True))
         else:
             answers.append((Accepted(id=notification_id, status="queued"), False))
     return answers

@@ -61,19 +61,27 @@ def _tenant(tenant_id: str | None) -> str:
 
 
 async def suppressed_among(
-    db: Database, tenant_id: str | None, addresses: Iterable[str]
-) -> list[str]:
-    """Which of these addresses the tenant has suppressed (normalized), in order."""
-    wanted = sorted({normalize(a) for a in addresses})
-    if not wanted:
-        return []
-    rows = await db.fetch(queries["suppressed_addresses"], _tenant(tenant_id), wanted)
-    return [row["address"] for row in rows]
+    db: Database, sends: Sequence[tuple[str | None, Iterable[str]]]
+) -> list[list[str]]:
+    """For each send (tenant, addresses), which of its addresses its tenant has suppressed
+    (normalized, in address order): one query for a whole batch, none for no address."""
+    wanted = [(_tenant(tenant), {normalize(a) for a in addresses}) for tenant, addresses in sends]
+    pairs = sorted({(tenant, address) for tenant, addresses in wanted for address in addresses})
+    if not pairs:
+        return [[] for _ in sends]
+    rows = await db.fetch(queries["suppressed_pairs"], [t for t, _ in pairs], [a for _, a in pairs])
+    found: dict[str, list[str]] = {}
+    for row in rows:  # in the database's address order
+        found.setdefault(row["tenant"], []).append(row["address"])
+    return [
+        [address for address in found.get(tenant, []) if address in addresses]
+        for tenant, addresses in wanted
+    ]
 
 
-async def refuse_suppressed(db: Database, tenant_id: str | None, addresses: Sequence[str]) -> None:
-    """422 recipient_suppressed naming the addresses, when any is on the tenant's list."""
-    found = await suppressed_among(db, tenant_id, addresses)
+def refuse_suppressed(found: Sequence[str]) -> None:
+    """422 recipient_suppressed naming the addresses (a send's ``suppressed_among``), when
+    there are any."""
     if found:
         metrics.sends_refused.labels("suppressed").inc()
         raise Unprocessable(

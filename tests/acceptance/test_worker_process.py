@@ -14,6 +14,7 @@ from mimic.app import create_app
 from tests.fakes import FakeHTTPServer, Reply
 from tests.helpers import (
     TEST_SECRETS,
+    answers_200,
     client_for,
     make_settings,
     stripe_event,
@@ -161,3 +162,33 @@ async def test_job_past_the_grace_period_is_retried_not_lost(
     keys = {r.headers["idempotency-key"] for r in inkpass.requests}
     assert len(inkpass.requests) == 2
     assert len(keys) == 1
+
+
+async def test_the_worker_metrics_need_the_metrics_key(
+    database_url: str, inkpass: FakeHTTPServer
+) -> None:
+    key = "metrics_test_key_0123456789abcdef0123"
+    health_port = free_port()
+    env = {
+        **worker_env(database_url, inkpass),
+        "WORKER_HEALTH_PORT": str(health_port),
+        "METRICS_API_KEY": key,
+    }
+    base = f"http://127.0.0.1:{health_port}"
+    worker = start_mimic("worker", env)
+    try:
+
+        async def ready() -> bool:
+            return await answers_200(f"{base}/readyz")
+
+        await wait_for(ready, within=30)
+        async with httpx.AsyncClient(base_url=base) as http:
+            refused = await http.get("/metrics")
+            allowed = await http.get("/metrics", headers={"Authorization": f"Bearer {key}"})
+    finally:
+        output = await asyncio.to_thread(stop, worker, signal.SIGTERM)
+    assert refused.status_code == 401, output
+    assert refused.json()["error"] == "unauthorized"
+    assert allowed.status_code == 200
+    assert 'mimic_queue_jobs{queue="email",status="todo"} 0.0' in allowed.text
+    assert key not in output

@@ -191,3 +191,25 @@ def test_tenant_settings_and_the_sender_rule_are_documented() -> None:
         refused = doc["paths"][path]["post"]["responses"]["403"]["description"]
         assert "sender_not_allowed" in refused, path
         assert "platform_fallback_not_allowed" in refused, path
+
+
+def test_every_keyed_route_documents_its_429_with_retry_after() -> None:
+    """The per-key request rate guards every route that takes a key, and only those; a send
+    also documents its tenant's daily quota."""
+    doc = _document()
+    keyed = [(path, method, op) for path, method, op in _operations(doc) if op.get("security")]
+    assert len(keyed) > 20
+    for path, method, op in keyed:
+        limited = op["responses"]["429"]
+        assert "rate_limited" in limited["description"], (path, method)
+        assert limited["headers"]["Retry-After"]["schema"]["type"] == "integer", (path, method)
+    for path in ("/api/v1/notifications/email", "/api/v1/notifications/email/batch"):
+        assert "quota_exceeded" in doc["paths"][path]["post"]["responses"]["429"]["description"]
+    unkeyed = {path for path, _, op in _operations(doc) if not op.get("security")}
+    assert {"/healthz", "/readyz", "/metrics", "/api/v1/gateway/webhooks/stripe"} <= unkeyed
+    for path, _, op in _operations(doc):
+        if path in unkeyed:
+            assert "429" not in op["responses"], path
+    quota = doc["components"]["schemas"]["TenantSettingsIn"]["properties"]["daily_send_quota"]
+    assert {"type": "integer"} in quota["oneOf"]
+    assert {"type": "null"} in quota["oneOf"]

@@ -3,6 +3,7 @@ through the client's base-URL setting), and the round trip back through the gate
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -16,13 +17,14 @@ from litestar.testing import AsyncTestClient
 
 from mimic.app import create_app
 from mimic.core.deps import open_deps
-from mimic.core.keys import create_key
+from mimic.core.keys import create_key, key_id
 from mimic.core.settings import Settings
 from tests.fakes import FakeHTTPServer, Received, Reply, form, stripe_responder
 from tests.helpers import (
     ADMIN,
     client_for,
     make_settings,
+    new_key,
     running_worker,
     stripe_headers,
 )
@@ -359,3 +361,45 @@ def test_a_test_mode_key_in_production_is_warned_about(
         create_app(make_settings(database_url, MIMIC_ENV="production", **common))
     assert "STRIPE_SECRET_KEY is a test-mode key (sk_test_...) in production" in caplog.text
     assert STRIPE_KEY not in caplog.text
+
+
+async def test_checkout_and_portal_sessions_are_audited(
+    client: AsyncTestClient[Litestar], settings: Settings, db: asyncpg.Connection
+) -> None:
+    acme = {"X-API-Key": await new_key(settings, "acme")}
+    opened = await client.post(CHECKOUT, json=BODY, headers=ADMIN)
+    assert opened.status_code == 201
+    other = await client.post(CHECKOUT, json={**BODY, "tenant_id": "globex"}, headers=acme)
+    assert other.status_code == 403
+    unknown = await client.post(CHECKOUT, json={**BODY, "product_type": "nope"}, headers=ADMIN)
+    assert unknown.status_code == 422
+    portal = {"customer_id": "cus_123", "return_url": "https://app.example.com/billing"}
+    assert (await client.post(PORTAL, json=portal, headers=ADMIN)).status_code == 201
+    assert (await client.post(PORTAL, json=portal, headers=acme)).status_code == 403
+
+    rows = await db.fetch(
+        "SELECT key_id, action, target_ids, outcome, detail FROM audit_log"
+        " WHERE action <> 'create_key' ORDER BY id"
+    )
+    admin_id, acme_id = key_id(ADMIN["X-API-Key"]), key_id(acme["X-API-Key"])
+    assert [(r["key_id"], r["action"], r["outcome"]) for r in rows] == [
+        (admin_id, "create_checkout_session", "ok"),
+        (acme_id, "create_checkout_session", "tenant_mismatch"),
+        (admin_id, "create_checkout_session", "unknown_product"),
+        (admin_id, "create_portal_session", "ok"),
+        (acme_id, "create_portal_session", "admin_key_required"),
+    ]
+    assert rows[0]["target_ids"] == [opened.json()["id"]]
+    assert json.loads(rows[0]["detail"]) == {
+        "tenant_id": "acme",
+        "product_type": "tentackl_solo",
+        "price_id": "price_solo_sub",
+        "customer_id": None,
+        "customer_email": "ann@example.com",
+    }
+    assert json.loads(rows[1]["detail"])["tenant_id"] == "globex"  # what the key asked for
+    assert [r["target_ids"] for r in rows[3:]] == [["cus_123"], ["cus_123"]]
+    everything = str([dict(r) for r in rows])
+    assert ADMIN["X-API-Key"] not in everything
+    assert acme["X-API-Key"] not in everything
+    assert STRIPE_KEY not in everything

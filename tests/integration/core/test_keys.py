@@ -99,6 +99,7 @@ async def test_a_tenant_key_manages_only_its_own_credentials(
     assert [(r["action"], r["outcome"]) for r in audit[1:]] == [
         ("put_credential", "ok"),
         ("put_credential", "tenant_mismatch"),
+        ("read_credential", "tenant_mismatch"),
         ("delete_credential", "tenant_mismatch"),
     ]
 

@@ -285,6 +285,7 @@ async def test_the_settings_api_is_for_admins_validated_and_audited(
         "tenant_id": "acme",
         "sender_domains": [],
         "platform_fallback": True,  # dev's default
+        "daily_send_quota": None,  # no quota
         "created_at": None,
         "updated_at": None,
     }
@@ -345,13 +346,19 @@ async def test_the_settings_api_is_for_admins_validated_and_audited(
     assert audit[0]["key_id"] != audit[-1]["key_id"]
     assert acme["X-API-Key"] not in str([dict(r) for r in audit])
     assert audit[-1]["target_ids"] == ["acme"]
+    no_quota = {"daily_send_quota": None}
     assert json.loads(audit[-2]["detail"]) == {
-        "before": {"sender_domains": [], "platform_fallback": True, "stored": False},
-        "after": {"sender_domains": ["acme.example"], "platform_fallback": False},
+        "before": {"sender_domains": [], "platform_fallback": True, **no_quota, "stored": False},
+        "after": {"sender_domains": ["acme.example"], "platform_fallback": False, **no_quota},
     }
     assert json.loads(audit[-1]["detail"]) == {
-        "before": {"sender_domains": ["acme.example"], "platform_fallback": False, "stored": True},
-        "after": {"sender_domains": [], "platform_fallback": True},
+        "before": {
+            "sender_domains": ["acme.example"],
+            "platform_fallback": False,
+            **no_quota,
+            "stored": True,
+        },
+        "after": {"sender_domains": [], "platform_fallback": True, **no_quota},
     }
 
 

@@ -49,6 +49,9 @@ def test_reads_the_seed_variable_names() -> None:
         ("DELIVERY_BACKOFF_BASE_SECONDS", "-1"),
         ("MIMIC_ENCRYPTION_KEYS", "k1:not-base64"),
         ("RESEND_WEBHOOK_SECRET", "whsec_not base64!"),
+        ("METRICS_QUEUE_CACHE_SECONDS", "61"),
+        ("METRICS_QUEUE_CACHE_SECONDS", "-1"),
+        ("METRICS_QUEUE_CACHE_SECONDS", "nan"),
     ],
 )
 def test_bad_value_names_the_variable(name: str, value: str) -> None:
@@ -109,6 +112,8 @@ def test_production_with_every_secret_starts() -> None:
             "MIMIC_API_KEYS: a value equals MIMIC_SERVICE_API_KEY",
         ),
         ({"POSTMARK_WEBHOOK_SECRET": "p" * 31}, "POSTMARK_WEBHOOK_SECRET: at least 32"),
+        ({"METRICS_API_KEY": "m" * 31}, "METRICS_API_KEY: keys must be at least 32"),
+        ({"METRICS_API_KEY": "mimic-dev-key"}, "METRICS_API_KEY: the dev key"),
     ],
 )
 def test_production_refuses_dev_conveniences(change: dict[str, str], named: str) -> None:
@@ -210,3 +215,39 @@ def test_email_and_delivery_retries_are_set_apart() -> None:
     )
     assert settings.delivery.backoff_base_seconds == 0.5
     assert settings.email.backoff_base_seconds == 7.0
+
+
+def test_the_metrics_key_is_a_secret_masked_everywhere() -> None:
+    import logging
+
+    key = "metrics-key-0123456789abcdef0123456789"
+    settings = Settings.from_env({**PRODUCTION, "METRICS_API_KEY": key})
+    assert settings.server.metrics_api_key == Secret(key)
+    assert key not in repr(settings)
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "got %s", (key,), None)
+    RedactSecrets(settings_secrets(settings)).filter(record)
+    assert key not in record.getMessage()
+    # Unset: /metrics stays open (the README says to keep it off the network then).
+    assert Settings.from_env(PRODUCTION).server.metrics_api_key is None
+    assert Settings.from_env({}).server.metrics_queue_cache_seconds == 5.0
+
+
+def test_api_rates_are_bounded_and_only_admin_keys_may_be_unlimited() -> None:
+    server = Settings.from_env({}).server
+    assert (server.api_rate_per_second, server.api_burst) == (20.0, 40)
+    assert (server.api_admin_rate_per_second, server.api_admin_burst) == (200.0, 400)
+    admin = Settings.from_env({"API_ADMIN_RATE_PER_SECOND": "0"}).server
+    assert admin.api_admin_rate_per_second == 0
+    for name, value in [
+        ("API_RATE_PER_SECOND", "0"),
+        ("API_RATE_PER_SECOND", "0.01"),
+        ("API_RATE_PER_SECOND", "20000"),
+        ("API_RATE_PER_SECOND", "nan"),
+        ("API_ADMIN_RATE_PER_SECOND", "0.05"),
+        ("API_ADMIN_RATE_PER_SECOND", "inf"),
+        ("API_BURST", "0"),
+        ("API_BURST", "100001"),
+        ("API_ADMIN_BURST", "1.5"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^{name}: invalid value, expected "):
+            Settings.from_env({name: value})
