@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import email
 import email.message
 import email.policy
@@ -299,3 +300,32 @@ def stripe_responder(request: Received) -> Reply:
             }
         )
     return Reply(status=404, body={"error": {"type": "invalid_request_error", "message": "no"}})
+
+
+class Tarpit:
+    """A server on loopback that never finishes a line: one byte every ``every`` seconds
+    (an SMTP server that holds its client forever). ``connections`` counts who came."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.connections = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def _drip(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            while True:
+                writer.write(b"2")
+                await writer.drain()
+                await asyncio.sleep(self.every)
+        writer.close()
+
+    async def __aenter__(self) -> Tarpit:
+        self._server = await asyncio.start_server(self._drip, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()

@@ -9,12 +9,10 @@ mail and every inkpass call complete within the bound; A's messages wait, none f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import pathlib
 import signal
 import time
-from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -22,7 +20,7 @@ import pytest
 
 from mimic.core.deps import open_deps
 from mimic.core.keys import create_key
-from tests.fakes import FakeHTTPServer, SmtpSink
+from tests.fakes import FakeHTTPServer, SmtpSink, Tarpit
 from tests.helpers import (
     TEST_SECRETS,
     answers_200,
@@ -38,28 +36,6 @@ pytestmark = pytest.mark.slow
 #: B's mail and the inkpass calls must all be done this long after they were sent. Each
 #: takes well under a second alone; the bound leaves room for a loaded 2-core machine.
 BOUND_SECONDS = 30.0
-
-
-@contextlib.asynccontextmanager
-async def tarpit() -> AsyncIterator[tuple[int, list[int]]]:
-    """An SMTP 'server' that never finishes its greeting: one byte every 2 seconds."""
-    connections: list[int] = []
-
-    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(1)
-        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-            while True:
-                writer.write(b"2")
-                await writer.drain()
-                await asyncio.sleep(2)
-        writer.close()
-
-    server = await asyncio.start_server(drip, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield port, connections
-    finally:
-        server.close()
 
 
 def welcome(n: int) -> dict[str, object]:
@@ -78,7 +54,8 @@ async def test_a_tenant_at_the_lowest_rate_behind_a_tarpit_stalls_no_one(
         _, key_b = await create_key(deps.db, "tenant-b", "victim", by="test")
     api_port = free_port()
     with SmtpSink() as platform_smtp:
-        async with tarpit() as (tarpit_port, tarpit_connections):
+        async with Tarpit(every=2) as pit:
+            tarpit_port = pit.port
             env = {
                 **TEST_SECRETS,
                 "MIMIC_ENV": "dev",
@@ -111,7 +88,7 @@ async def test_a_tenant_at_the_lowest_rate_behind_a_tarpit_stalls_no_one(
                         database_url, inkpass, platform_smtp, started + BOUND_SECONDS
                     )
                 await _a_waits_and_never_failed(database_url)
-                assert tarpit_connections, "tenant A's sends never reached its server"
+                assert pit.connections, "tenant A's sends never reached its server"
             finally:
                 for proc in (api, worker):
                     await asyncio.to_thread(stop, proc, signal.SIGTERM)

@@ -4,8 +4,6 @@ real processes: tests/acceptance/test_hostile_tenant.py.)"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import time
 import uuid
@@ -22,7 +20,7 @@ from mimic.core.db import Database, create_pool
 from mimic.core.slots import KeyedSlots
 from mimic.email.providers import OutgoingEmail, RetryableSendError, SmtpConfig
 from mimic.email.providers.smtp import send_smtp
-from tests.fakes import FakeHTTPServer, SmtpSink, resend_responder
+from tests.fakes import FakeHTTPServer, SmtpSink, Tarpit, resend_responder
 from tests.helpers import ADMIN, client_for, make_settings, running_worker, wait_for_value
 
 MESSAGE = OutgoingEmail(
@@ -35,28 +33,9 @@ MESSAGE = OutgoingEmail(
 )
 
 
-@contextlib.asynccontextmanager
-async def drip_server(every: float) -> AsyncIterator[int]:
-    """A server that never finishes a line: one byte every ``every`` seconds."""
-
-    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-            while True:
-                writer.write(b"2")
-                await writer.drain()
-                await asyncio.sleep(every)
-        writer.close()
-
-    server = await asyncio.start_server(drip, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-
-
 async def test_an_smtp_tarpit_holds_a_send_for_one_deadline_not_a_timeout_per_read() -> None:
-    async with drip_server(every=0.2) as port:
-        config = SmtpConfig(host="127.0.0.1", port=port, security="none")
+    async with Tarpit(every=0.2) as pit:
+        config = SmtpConfig(host="127.0.0.1", port=pit.port, security="none")
         started = time.monotonic()
         with pytest.raises(RetryableSendError) as failed:
             # Each read gets a byte well within the 5 s step timeout: only the deadline ends it.
