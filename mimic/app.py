@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pathlib
 import re
 import time
@@ -44,17 +45,21 @@ from mimic.core.settings import Settings
 from mimic.email import tracking
 from mimic.email.controller import CONTROLLERS as EMAIL_CONTROLLERS
 from mimic.email.rendering import Templates
+from mimic.events import gateway, routes_file
 from mimic.events.controller import GatewayAdminController
-from mimic.events.routing import RoutingTable
+from mimic.events.gateway_controller import CONTROLLERS as GATEWAY_CONFIG_CONTROLLERS
+from mimic.events.routes import Router
 from mimic.webhooks import controller as webhooks
 from mimic.webhooks import openapi as webhooks_openapi
 
 logger = logging.getLogger(__name__)
 
 
-def routing_table() -> RoutingTable:
-    """Every domain's routing rules: Stripe events to inkpass, email events to tracking."""
-    return RoutingTable(inkpass.RULES, tracking.RULES)
+def router() -> Router:
+    """Mimic's own handlers (email events to tracking) beside the stored routes, and the
+    billing domain's inkpass body."""
+    inkpass.register()
+    return Router(tracking.RULES)
 
 
 def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
@@ -159,8 +164,8 @@ DESCRIPTION = """\
 Mimic is a webhook gateway and a transactional email service on Postgres alone.
 
 - **Ingress:** Stripe, Resend (Svix) and Postmark webhooks are verified, stored with their raw
-  body, and routed to internal services (inkpass) with retries. A 2xx means the event is
-  committed.
+  body, and routed to internal services (inkpass, or any destination a route names) with
+  retries. A 2xx means the event is committed.
 - **Egress:** email from Jinja templates through Resend, Postmark or SMTP, tracked until it is
   delivered or fails; tenants can bring their own provider keys (BYOK).
 
@@ -174,6 +179,14 @@ TAGS = [
     Tag(
         name="gateway admin",
         description="Stored events and deliveries: list, replay, retry. Admin keys only.",
+    ),
+    Tag(
+        name="gateway config",
+        description=(
+            "Destinations (internal services that receive deliveries) and routes (which "
+            "events go where, filtered, with what body). Changes apply to the next event; "
+            "items from MIMIC_ROUTES_FILE are read-only here. Admin keys only."
+        ),
     ),
     Tag(
         name="notifications",
@@ -245,7 +258,10 @@ def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litest
         raise ValueError("create_app needs settings with a database URL")
     schema_steps = steps if steps is not None else load_steps()
     templates = Templates()
-    routing = routing_table()
+    routing = router()
+    routes_path = settings.webhooks.routes_file
+    # Checked before anything starts: an error names the file, the line and the field.
+    routes = routes_file.load(routes_path, routing, os.environ) if routes_path else None
 
     key = settings.billing.stripe_secret_key
     if not settings.is_dev and key is not None and key.get().startswith("sk_test_"):
@@ -255,6 +271,9 @@ def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litest
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_deps(settings) as deps:
             app.state.deps = deps
+            await gateway.sync_settings_destination(deps.db, settings)
+            if routes_path and routes is not None:
+                await routes_file.sync(deps.db, deps.keyring, routes_path, routes)
             yield
 
     handlers: list[ControllerRouterHandler] = [
@@ -264,6 +283,7 @@ def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litest
         ),
         *webhooks.webhook_routes(routing, dev=settings.is_dev),
         GatewayAdminController,
+        *GATEWAY_CONFIG_CONTROLLERS,
         BillingController,
         *EMAIL_CONTROLLERS,
     ]

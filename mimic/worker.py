@@ -20,6 +20,7 @@ import psycopg
 import psycopg_pool
 import uvicorn
 
+from mimic.billing import inkpass
 from mimic.billing import tasks as billing_tasks
 from mimic.core.deps import Deps, open_deps
 from mimic.core.health import WorkerState, worker_health_app
@@ -96,10 +97,12 @@ BLUEPRINTS = (
     event_tasks.blueprint,
     maintenance,
 )
-#: Retention jobs, hourly (at different minutes).
-HOURLY = {
+#: Periodic jobs: retention hourly (at different minutes); resumed deliveries every minute.
+PERIODIC = {
     REMOVE_OLD_JOBS_TASK: "7 * * * *",
     event_tasks.PRUNE_TASK: "17 * * * *",
+    # Every minute: paused deliveries of destinations resumed meanwhile (see its docstring).
+    event_tasks.RESUME_TASK: "* * * * *",
     email_tasks.PURGE_TASK: "27 * * * *",
 }
 
@@ -112,12 +115,13 @@ def build_app(settings: Settings) -> procrastinate.App:
         kwargs={"application_name": "mimic-procrastinate", **LIBPQ_TIMEOUTS},
     )
     app = procrastinate.App(connector=connector)
+    inkpass.register()
     for blueprint in BLUEPRINTS:
         # An empty namespace keeps the names as they are, so queued jobs still find them.
         app.add_tasks_from(blueprint(), namespace="")
     sweep = app.tasks[SWEEP_TASK]
     app.periodic(cron=sweep_cron(settings.worker.stalled_sweep_seconds))(sweep)
-    for name, cron in HOURLY.items():
+    for name, cron in PERIODIC.items():
         app.periodic(cron=cron)(app.tasks[name])
     return app
 

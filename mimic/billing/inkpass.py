@@ -1,8 +1,10 @@
-"""Stripe events routed to inkpass, the billing service: routing rules and the contract.
+"""The inkpass contract: what inkpass, the billing service, receives for a Stripe event.
 
 The contract (``InkpassEvent``) is what inkpass receives, as JSON, at
 ``POST {INKPASS_INTERNAL_URL}/internal/billing/<kind>`` with headers
-``X-API-Key: MIMIC_SERVICE_API_KEY`` and ``Idempotency-Key: <delivery id>``.
+``X-API-Key: MIMIC_SERVICE_API_KEY`` and ``Idempotency-Key: <delivery id>``. Which events go
+there is data: the seed's four routes (``gateway_routes``, body ``inkpass``) send them, under
+the seed's task names; any route may choose this body.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ from typing import Any
 
 import msgspec
 
-from mimic.core.deps import Deps
-from mimic.events.routing import Rule
-from mimic.events.schemas import DeliveryContext, Route, TargetRequest
+from mimic.events import delivery, routes
+from mimic.events.schemas import DeliveryContext
 
 TARGET = "inkpass"
 
@@ -23,29 +24,13 @@ SUBSCRIPTION_UPDATED = "mimic.tasks.route_to_inkpass_subscription_updated"
 SUBSCRIPTION_DELETED = "mimic.tasks.route_to_inkpass_subscription_deleted"
 INVOICE_EVENT = "mimic.tasks.route_to_inkpass_invoice_event"
 
-#: task name -> inkpass path suffix (``POST /internal/billing/<path>``).
+#: The seed's routes' paths on inkpass -> their task names.
 PATHS = {
-    SUBSCRIPTION_CREATED: "subscription-created",
-    SUBSCRIPTION_UPDATED: "subscription-updated",
-    SUBSCRIPTION_DELETED: "subscription-deleted",
-    INVOICE_EVENT: "invoice-event",
+    "/internal/billing/subscription-created": SUBSCRIPTION_CREATED,
+    "/internal/billing/subscription-updated": SUBSCRIPTION_UPDATED,
+    "/internal/billing/subscription-deleted": SUBSCRIPTION_DELETED,
+    "/internal/billing/invoice-event": INVOICE_EVENT,
 }
-
-#: Stripe event type -> the task that routes it to inkpass.
-STRIPE_ROUTES: dict[str, str] = {
-    "checkout.session.completed": SUBSCRIPTION_CREATED,
-    "customer.subscription.created": SUBSCRIPTION_CREATED,
-    "customer.subscription.updated": SUBSCRIPTION_UPDATED,
-    "customer.subscription.deleted": SUBSCRIPTION_DELETED,
-    "invoice.payment_failed": INVOICE_EVENT,
-    "invoice.payment_succeeded": INVOICE_EVENT,
-    "invoice.paid": INVOICE_EVENT,
-}
-
-RULES = [
-    Rule("stripe", event_type, Route(target_service=TARGET, task_name=task))
-    for event_type, task in STRIPE_ROUTES.items()
-]
 
 
 class InkpassEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -121,18 +106,12 @@ def inkpass_event(context: DeliveryContext) -> InkpassEvent:
     )
 
 
-def inkpass_request(context: DeliveryContext, deps: Deps) -> TargetRequest:
-    headers = {
-        "Content-Type": "application/json",
-        "Idempotency-Key": str(context.delivery_id),
-        "User-Agent": "mimic",
-    }
-    settings = deps.settings.inkpass
-    if settings.service_api_key is not None:
-        headers["X-API-Key"] = settings.service_api_key.get()
-    return TargetRequest(
-        url=f"{settings.url}/internal/billing/{PATHS[context.task_name]}",
-        body=msgspec.json.encode(inkpass_event(context)),
-        headers=headers,
-        timeout=settings.timeout_seconds,
-    )
+def inkpass_body(context: DeliveryContext) -> bytes:
+    return msgspec.json.encode(inkpass_event(context))
+
+
+def register() -> None:
+    """Make the inkpass body and the seed's task names known to the gateway (the wiring calls
+    this once per process, in the API and in the worker)."""
+    delivery.BODIES["inkpass"] = inkpass_body
+    routes.SEED_TASKS.update(PATHS)

@@ -1,26 +1,24 @@
-"""The inkpass tasks, one per seed task name."""
+"""The inkpass tasks, one per seed task name: deliveries of the seed's inkpass routes."""
 
 from __future__ import annotations
 
 import procrastinate
 
-from mimic.billing.inkpass import PATHS, inkpass_request
+from mimic.billing.inkpass import PATHS
 from mimic.core.deps import Deps
 from mimic.core.jobs import QUEUE_WEBHOOKS, RETRY, job_body
-from mimic.events.delivery import http_delivery, run_delivery
-
-_deliver = http_delivery(inkpass_request)
+from mimic.events.delivery import run_delivery
 
 
 @job_body
 async def route_to_inkpass(deps: Deps, delivery_id: str) -> None:
-    await run_delivery(deps, delivery_id, _deliver)
+    await run_delivery(deps, delivery_id)
 
 
 def blueprint() -> procrastinate.Blueprint:
     """A new blueprint for each app: procrastinate ties a task to the app it was added to."""
     tasks = procrastinate.Blueprint()
-    for name in PATHS:
+    for name in PATHS.values():
         tasks.task(name=name, queue=QUEUE_WEBHOOKS, pass_context=True, retry=RETRY)(
             route_to_inkpass
         )

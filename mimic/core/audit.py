@@ -22,6 +22,18 @@ Action = Literal[
     "replay",
     "retry",
     "bulk_retry",
+    # events: the gateway's destinations and routes (API, CLI, the routes file)
+    "create_destination",
+    "update_destination",
+    "delete_destination",
+    "pause_destination",
+    "resume_destination",
+    "disable_destination",
+    "rotate_destination_secret",
+    "create_route",
+    "update_route",
+    "delete_route",
+    "sync_routes_file",
     # email: BYOK credentials (a read is recorded only when refused), tenant settings,
     # suppressions
     "put_credential",

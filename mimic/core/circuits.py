@@ -53,16 +53,20 @@ class Circuits:
             return None
         return until
 
-    async def failed(self, key: str, reason: str) -> datetime.datetime | None:
-        """Count a certain failure; returns open_until when this one opened the circuit."""
+    async def failed(
+        self, key: str, reason: str, policy: Policy | None = None
+    ) -> datetime.datetime | None:
+        """Count a certain failure; returns open_until when this one opened the circuit.
+        ``policy``: this key's own, instead of the process's."""
+        policy = policy or self._policy
         count: int = await self._db.fetchval(
-            queries["circuit_failure"], key, reason[:300], self._policy.window_seconds
+            queries["circuit_failure"], key, reason[:300], policy.window_seconds
         )
         self._failing.add(key)
-        if count < self._policy.failures:
+        if count < policy.failures:
             return None
         until: datetime.datetime = await self._db.fetchval(
-            queries["open_circuit"], key, self._policy.cooldown_seconds
+            queries["open_circuit"], key, policy.cooldown_seconds
         )
         self._open[key] = until
         return until

@@ -212,6 +212,8 @@ class Database:
         self.pool = pool
         #: Each writer's group commit on this pool, by name (see core.batching).
         self.group_commits: dict[str, Any] = {}
+        #: Per-process caches of what the domains read often and rarely changes, by name.
+        self.caches: dict[str, Any] = {}
         self._pinned: dict[str, _Lease] = {}
         #: Writers acquiring a connection to pin (counted against the pool with the pinned).
         self._pinning = 0

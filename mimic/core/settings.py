@@ -320,8 +320,12 @@ class WebhookSettings(msgspec.Struct, kw_only=True, frozen=True):
     max_body_bytes: int = 1_048_576
     #: Stripe signed timestamps further in the past or future than this are refused.
     stripe_tolerance_seconds: int = 300
+    #: A TOML file of destinations and routes, applied when the API starts (read-only through
+    #: the API). Unset: destinations and routes are managed through the API alone.
+    routes_file: str | None = None
 
     ENV: ClassVar = {
+        "routes_file": ("MIMIC_ROUTES_FILE", TEXT),
         "stripe_secret": ("STRIPE_WEBHOOK_SECRET", SECRET),
         "resend_secret": ("RESEND_WEBHOOK_SECRET", SVIX_SECRET),
         "postmark_secret": ("POSTMARK_WEBHOOK_SECRET", SECRET),

@@ -18,7 +18,7 @@ from mimic.core.settings import EmailSettings
 from mimic.email import repository, status, suppression
 from mimic.email.providers.registry import REGISTRY
 from mimic.email.suppression import SuppressionReason
-from mimic.events.routing import Rule
+from mimic.events.routes import Rule
 from mimic.events.schemas import DeliveryContext, Outcome, Route
 
 logger = logging.getLogger(__name__)

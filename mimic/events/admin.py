@@ -12,8 +12,9 @@ from mimic.core.errors import BadRequest, Conflict, NotFound
 from mimic.core.jobs import QUEUE_MAINTENANCE, QUEUE_WEBHOOKS, JobToDefer, defer_jobs
 from mimic.core.pagination import after, aware, page
 from mimic.events import repository
+from mimic.events.gateway import route_set
 from mimic.events.ingest import enqueue_routes
-from mimic.events.routing import RoutingTable
+from mimic.events.routes import Router
 from mimic.events.schemas import (
     BulkRetryIn,
     BulkRetryOut,
@@ -99,16 +100,18 @@ async def list_deliveries(
     return DeliveryPage(items=items, next_cursor=next_cursor)
 
 
-async def replay(db: Database, routing: RoutingTable, event_uuid: uuid.UUID) -> Replayed:
-    """Route the event again by today's table: new deliveries and jobs, in one transaction.
+async def replay(db: Database, router: Router, event_uuid: uuid.UUID) -> Replayed:
+    """Route the event again by today's routes: new deliveries and jobs, in one transaction.
     Earlier deliveries stay, marked superseded."""
+    stored = await route_set(db, router, refresh=True)
     async with db.transaction() as conn:
         # Deliveries first, then the event: the order a finishing delivery takes its locks in.
         await repository.supersede_deliveries(conn, event_uuid)
         found = await repository.lock_event(conn, event_uuid)
         if found is None:
             raise NotFound(f"no event {event_uuid}")
-        routes = routing.routes_for(*found)
+        provider, event_type, payload = found
+        routes = router.routes_for(stored, provider, event_type, payload)
         await repository.restart_event(conn, event_uuid, "received" if routes else "ignored")
         delivery_ids = await enqueue_routes(conn, event_uuid, routes)
     return Replayed(event_id=event_uuid, routes=routes, delivery_ids=delivery_ids)

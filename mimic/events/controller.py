@@ -15,7 +15,7 @@ from mimic.core.auth import current_key_id, require_admin_key
 from mimic.core.deps import Deps
 from mimic.core.errors import error_spec
 from mimic.events import admin
-from mimic.events.routing import RoutingTable
+from mimic.events.routes import Router
 from mimic.events.schemas import (
     BulkRetryIn,
     BulkRetryOut,
@@ -91,7 +91,7 @@ class GatewayAdminController(Controller):
     @post(
         "/events/{event_id:uuid}/replay",
         status_code=200,
-        summary="Route an event again by today's routing table",
+        summary="Route an event again by today's routes",
         description=(
             "New deliveries and jobs are created in one transaction; the earlier deliveries "
             "stay (marked `superseded`) for audit. The answer lists the routes taken."
@@ -103,7 +103,7 @@ class GatewayAdminController(Controller):
         event_id: FromPath[uuid.UUID],
         request: Request[Any, Any, Any],
         deps: NamedDependency[Deps],
-        routing: NamedDependency[RoutingTable],
+        routing: NamedDependency[Router],
     ) -> Replayed:
         async with audited(deps.db, current_key_id(request), "replay", [str(event_id)]) as entry:
             replayed = await admin.replay(deps.db, routing, event_id)

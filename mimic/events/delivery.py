@@ -1,41 +1,154 @@
 """One delivery attempt of a stored event, with outcome tracking and event roll-up.
 
-A delivery is performed by an HTTP call to an internal service (``http_delivery``) or by a
-local handler inside Mimic (``Outcome`` from any coroutine); the bookkeeping is the same.
+A delivery goes to its destination (an HTTP POST of the body its route chose) or to a local
+handler inside Mimic (``Outcome`` from any coroutine: email tracking); the bookkeeping is the
+same.
 
 At-least-once: an attempt is counted before the call, every call carries
-``Idempotency-Key: <delivery id>``, and a delivery already marked ``success`` is never
-called again, whatever retried the job.
+``Idempotency-Key: <delivery id>`` (and, signed, ``webhook-id: <delivery id>``), and a
+delivery already marked ``success`` is never called again, whatever retried the job.
+
+The claims and the outcomes of the deliveries a worker runs at once are written together, one
+statement each per batch (``core.batching``), as the email worker does for its sends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import functools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import httpx
+import msgspec
+from standardwebhooks.webhooks import Webhook
 
-from mimic.core import http, metrics
+from mimic.core import http, metrics, ratelimit
+from mimic.core.batching import group_commit
+from mimic.core.circuits import Policy as CircuitPolicy
+from mimic.core.db import Database
 from mimic.core.deps import Deps
 from mimic.core.errors import ExpectedJobError
 from mimic.core.jobs import Backoff, RetryableError
 from mimic.events import repository
-from mimic.events.schemas import DeliveryContext, DeliveryStatus, Outcome, TargetRequest
+from mimic.events.gateway import Destination, Destinations
+from mimic.events.routes import SEED_TASKS
+from mimic.events.schemas import (
+    BodyKind,
+    DeliveryContext,
+    DeliveryStatus,
+    Outcome,
+    Policy,
+    TargetRequest,
+)
 
 logger = logging.getLogger(__name__)
 
 RESULT_BODY_LIMIT = 2000
+#: Group commits of the delivery path (they label mimic_group_commit_size).
+CLAIMS, FINISHED = "delivery_claims", "delivery_finished"
 
 
 class DeliveryFailed(ExpectedJobError):
     """A delivery failed for good; the job fails and is not retried automatically."""
 
 
-BuildRequest = Callable[[DeliveryContext, Deps], TargetRequest]
 Perform = Callable[[DeliveryContext, Deps], Awaitable[Outcome]]
+#: A body kind's bytes for one delivery.
+BodyBuilder = Callable[[DeliveryContext], bytes]
+
+
+class Envelope(msgspec.Struct, kw_only=True):
+    """The ``envelope`` body: Mimic's event id, the provider's, its type, when Mimic received
+    it, the delivery's id (also the Idempotency-Key) and the parsed payload."""
+
+    id: str
+    delivery_id: str
+    provider: str
+    type: str
+    event_id: str
+    received_at: datetime.datetime | None
+    payload: dict[str, Any]
+
+
+def envelope_body(context: DeliveryContext) -> bytes:
+    return msgspec.json.encode(
+        Envelope(
+            id=str(context.event_uuid),
+            delivery_id=str(context.delivery_id),
+            provider=context.provider,
+            type=context.event_type,
+            event_id=context.event_id,
+            received_at=context.received_at,
+            payload=context.payload,
+        )
+    )
+
+
+def event_body(context: DeliveryContext) -> bytes:
+    """The provider's event exactly as received."""
+    if context.raw_body is not None:
+        return context.raw_body
+    return msgspec.json.encode(context.payload)  # a dry run of a payload never stored
+
+
+#: Body kind -> builder; the billing domain adds "inkpass" (its contract) when imported.
+BODIES: dict[str, BodyBuilder] = {"event": event_body, "envelope": envelope_body}
+
+
+def sent_as(context: DeliveryContext) -> tuple[BodyKind, str]:
+    """The body and path a delivery sends. Deliveries queued before routes were data have
+    neither: theirs are the seed's, by task name."""
+    if context.body is not None:
+        return context.body, context.path or ""
+    for path, task in SEED_TASKS.items():
+        if task == context.task_name:
+            return "inkpass", path
+    return "envelope", context.path or ""
+
+
+@functools.lru_cache(maxsize=256)
+def _signer(secret: str) -> Webhook:
+    return Webhook(secret)
+
+
+def build_request(
+    context: DeliveryContext, destination: Destination, now: datetime.datetime
+) -> TargetRequest:
+    """What one attempt sends: the route's body at the destination's URL plus the route's
+    path, with Mimic's headers, the destination's own, its API key and its signatures."""
+    kind, path = sent_as(context)
+    body = BODIES[kind](context)
+    headers = {
+        "Content-Type": "application/json",
+        "Idempotency-Key": str(context.delivery_id),
+        "User-Agent": "mimic",
+    }
+    if kind != "inkpass":  # the inkpass contract's headers stay as they always were
+        headers["X-Mimic-Event-Id"] = str(context.event_uuid)
+        headers["X-Mimic-Provider"] = context.provider
+        headers["X-Mimic-Event-Type"] = context.event_type
+    headers.update(destination.headers)
+    if destination.api_key_header and destination.api_key is not None:
+        headers[destination.api_key_header] = destination.api_key
+    secrets = [s for s, until in destination.signing_secrets if until is None or until > now]
+    if secrets:
+        msg_id = str(context.delivery_id)
+        headers["webhook-id"] = msg_id
+        headers["webhook-timestamp"] = str(int(now.timestamp()))
+        headers["webhook-signature"] = " ".join(
+            _signer(secret).sign(msg_id, now, body) for secret in secrets
+        )
+    return TargetRequest(
+        url=destination.url + path,
+        body=body,
+        headers=headers,
+        timeout=destination.policy.timeout_seconds,
+    )
 
 
 def classify(response: httpx.Response) -> Outcome:
@@ -54,30 +167,98 @@ def classify(response: httpx.Response) -> Outcome:
     return Outcome(kind="permanent", error=error, result=result)
 
 
-def http_delivery(build: BuildRequest) -> Perform:
-    """A perform function that POSTs what ``build`` makes and classifies the answer."""
-
-    async def perform(context: DeliveryContext, deps: Deps) -> Outcome:
-        target = build(context, deps)
-        try:
-            response = await http.request(
-                deps.http,
-                "POST",
-                target.url,
-                content=target.body,
-                headers=target.headers,
-                timeout=target.timeout,
-            )
-        except http.TransportFailure as exc:
-            return Outcome(kind="retry", error=exc.reason)
-        return classify(response)
-
-    return perform
+async def post(deps: Deps, target: TargetRequest) -> Outcome:
+    try:
+        response = await http.request(
+            deps.http,
+            "POST",
+            target.url,
+            content=target.body,
+            headers=target.headers,
+            timeout=target.timeout,
+        )
+    except http.TransportFailure as exc:
+        return Outcome(kind="retry", error=exc.reason)
+    return classify(response)
 
 
-async def run_delivery(deps: Deps, delivery_id: str, perform: Perform) -> None:
+# --- the group commits: claims and outcomes ---------------------------------------------------
+
+
+async def claim(db: Database, delivery_id: uuid.UUID) -> DeliveryContext | None:
+    """Count an attempt before the call; None when the delivery is final or unknown."""
+    writer = group_commit(db, CLAIMS, functools.partial(_claim_many, db))
+    found: DeliveryContext | None = await writer.submit(delivery_id)
+    return found
+
+
+async def _claim_many(
+    db: Database, ids: Sequence[uuid.UUID]
+) -> list[DeliveryContext | Exception | None]:
+    async with db.pinned(CLAIMS) as conn:
+        claimed = await repository.claim_deliveries(conn, ids)
+    # Should one id be asked twice (a job run twice at once), only the first gets it.
+    return [claimed.pop(i, None) for i in ids]
+
+
+async def finish(db: Database, finished: repository.Finished) -> bool:
+    """Record an outcome (rolling the event up); False if the delivery had already succeeded."""
+    writer = group_commit(db, FINISHED, functools.partial(_finish_many, db))
+    done: bool = await writer.submit(finished)
+    return done
+
+
+async def _finish_many(db: Database, batch: Sequence[repository.Finished]) -> list[bool]:
+    # One outcome per delivery and statement: a repeated one is recorded by its own batch.
+    first: dict[uuid.UUID, repository.Finished] = {}
+    for item in batch:
+        first.setdefault(item.delivery_id, item)
+    async with db.pinned(FINISHED) as conn:
+        done = await repository.finish_deliveries(conn, list(first.values()))
+    answers: list[bool] = []
+    for item in batch:
+        if first.get(item.delivery_id) is item:
+            answers.append(item.delivery_id in done)
+        else:
+            answers.append(await finish(db, item))  # pragma: no cover - a job run twice
+    return answers
+
+
+# --- one attempt ------------------------------------------------------------------------------
+
+
+def destinations(deps: Deps) -> Destinations:
+    """The process's copy of the destinations (one per pool)."""
+    found = deps.db.caches.get("destinations")
+    if found is None:
+        found = deps.db.caches["destinations"] = Destinations(deps.settings, deps.keyring)
+    cache: Destinations = found
+    return cache
+
+
+def _circuit(policy: Policy) -> CircuitPolicy | None:
+    if not policy.circuit_failures:
+        return None
+    return CircuitPolicy(
+        policy.circuit_failures, policy.circuit_window_seconds, policy.circuit_cooldown_seconds
+    )
+
+
+async def _not_now(deps: Deps, context: DeliveryContext, destination: Destination) -> float:
+    """Seconds until the destination may be called (its rate, its circuit); 0: now."""
+    policy = destination.policy
+    key = f"destination:{destination.name}"
+    if _circuit(policy) is not None:
+        until = await deps.circuits.open_until(key)
+        if until is not None:
+            return max((until - datetime.datetime.now(datetime.UTC)).total_seconds(), 0.1)
+    return await ratelimit.wait_turn(deps.db, key, policy.rate_per_second)
+
+
+async def run_delivery(deps: Deps, delivery_id: str, perform: Perform | None = None) -> None:
+    """One attempt: to the delivery's destination, or to ``perform`` (a local handler)."""
     did = uuid.UUID(delivery_id)
-    context = await repository.claim_delivery(deps.db, did)
+    context = await claim(deps.db, did)
     if context is None:
         current = await repository.delivery_status(deps.db, did)
         if current is None:
@@ -85,8 +266,37 @@ async def run_delivery(deps: Deps, delivery_id: str, perform: Perform) -> None:
         logger.info("delivery %s already %s; nothing to do", delivery_id, current)
         return
     target = context.target_service
+    destination: Destination | None = None
+    policy = Policy(
+        max_attempts=deps.settings.delivery.max_attempts,
+        backoff_base_seconds=deps.settings.delivery.backoff_base_seconds,
+        backoff_max_seconds=deps.settings.delivery.backoff_max_seconds,
+    )
     try:
-        outcome = await perform(context, deps)
+        if perform is None:
+            destination = await destinations(deps).get(deps.db, target, context.gateway_version)
+            if destination is None:
+                outcome = Outcome(kind="permanent", error="destination_deleted")
+            elif destination.state != "active":
+                await repository.park(deps.db, did)
+                metrics.deliveries_finished.labels(target, "paused").inc()
+                logger.info(
+                    "delivery %s waits: destination %s is %s", did, target, destination.state
+                )
+                return
+            else:
+                policy = destination.policy
+                wait = await _not_now(deps, context, destination)
+                if wait > 0:
+                    reason = (
+                        f"{target} is rate limited or its circuit is open; next try in {wait:.1f}s"
+                    )
+                    await repository.release_attempt(deps.db, did, reason)
+                    raise RetryableError(reason, retry_after=wait)
+                request = build_request(context, destination, datetime.datetime.now(datetime.UTC))
+                outcome = await post(deps, request)
+        else:
+            outcome = await perform(context, deps)
     except asyncio.CancelledError:
         # The worker is shutting down (or an operator aborted the job): the attempt may or
         # may not have reached the target. Say so; the job comes back with the same key.
@@ -96,8 +306,7 @@ async def run_delivery(deps: Deps, delivery_id: str, perform: Perform) -> None:
                 asyncio.shield(repository.interrupt_delivery(deps.db, did, note)), timeout=2
             )
         raise
-    settings = deps.settings.delivery
-    exhausted = context.attempt >= settings.max_attempts
+    exhausted = context.attempt >= policy.max_attempts
     status: DeliveryStatus
     if outcome.kind == "success":
         status = "success"
@@ -106,7 +315,10 @@ async def run_delivery(deps: Deps, delivery_id: str, perform: Perform) -> None:
     else:
         status = "failed"
 
-    if not await repository.finish_delivery(deps.db, did, status, outcome.result, outcome.error):
+    if destination is not None and _circuit(destination.policy) is not None:
+        await _count_for_circuit(deps, destination, outcome)
+
+    if not await finish(deps.db, repository.Finished(did, status, outcome.result, outcome.error)):
         logger.info("delivery %s already succeeded; ignoring a later attempt", delivery_id)
         return
 
@@ -121,7 +333,7 @@ async def run_delivery(deps: Deps, delivery_id: str, perform: Perform) -> None:
             context.attempt,
             outcome.error,
         )
-        backoff = Backoff(base=settings.backoff_base_seconds, cap=settings.backoff_max_seconds)
+        backoff = Backoff(base=policy.backoff_base_seconds, cap=policy.backoff_max_seconds)
         raise RetryableError(
             outcome.error or "retryable",
             retry_after=backoff.delay(context.attempt - 1, outcome.retry_after),
@@ -135,3 +347,11 @@ async def run_delivery(deps: Deps, delivery_id: str, perform: Perform) -> None:
             outcome.error,
         )
         raise DeliveryFailed(outcome.error or "failed")
+
+
+async def _count_for_circuit(deps: Deps, destination: Destination, outcome: Outcome) -> None:
+    key = f"destination:{destination.name}"
+    if outcome.kind == "success":
+        await deps.circuits.succeeded(key)
+    elif outcome.kind == "retry":  # unavailable or overloaded: what a breaker is for
+        await deps.circuits.failed(key, outcome.error or "failed", _circuit(destination.policy))

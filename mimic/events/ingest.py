@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from typing import NamedTuple
+
+import msgspec
 
 from mimic.core.batching import GroupCommit, group_commit
 from mimic.core.db import Connection, Database
-from mimic.core.errors import BadRequest, InvalidInput
+from mimic.core.errors import BadRequest, InvalidInput, ServiceUnavailable
 from mimic.core.jobs import QUEUE_WEBHOOKS, JobToDefer, defer_jobs
 from mimic.events import repository
+from mimic.events.gateway import route_set
+from mimic.events.routes import Router, RouteSet
 from mimic.events.schemas import IncomingEvent, Route, WebhookAccepted
 
 logger = logging.getLogger(__name__)
@@ -25,58 +28,83 @@ logger = logging.getLogger(__name__)
 WRITER = "webhooks"
 
 
-class _Item(NamedTuple):
-    event: IncomingEvent
-    routes: Sequence[Route]
+#: A batch whose routes went stale while it was matched is matched again, at most this often
+#: (each time against the routes just read): more means the configuration is changing
+#: faster than a batch commits, and the request fails (503, the provider retries).
+MAX_STALE = 5
 
 
-async def ingest(db: Database, event: IncomingEvent, routes: Sequence[Route]) -> WebhookAccepted:
-    """Store a verified event and enqueue one job per route, or nothing for a duplicate.
+async def ingest(db: Database, router: Router, event: IncomingEvent) -> WebhookAccepted:
+    """Store a verified event and enqueue one job per matching route, or nothing for a
+    duplicate.
 
     Returns only after COMMIT, so a 2xx built from the result means the event is durable.
     A concurrent duplicate waits on the unique index and then sees the committed row.
     """
     try:
-        return await committer(db).submit(_Item(event, routes))
+        return await committer(db, router).submit(event)
     except InvalidInput as exc:
         # JSON that msgspec parses but Postgres cannot store (e.g. \u0000 in text).
         cause = type(exc.__cause__).__name__ if exc.__cause__ else "DataError"
         raise BadRequest(f"the event cannot be stored: {cause}", code="invalid_json") from None
 
 
-def committer(db: Database) -> GroupCommit[_Item, WebhookAccepted]:
+def committer(db: Database, router: Router) -> GroupCommit[IncomingEvent, WebhookAccepted]:
     """The process's webhook group commit on this pool."""
 
-    async def store(batch: Sequence[_Item]) -> list[WebhookAccepted]:
-        return await _store(db, batch)
+    async def store(batch: Sequence[IncomingEvent]) -> list[WebhookAccepted]:
+        return await _store(db, router, batch)
 
     return group_commit(db, WRITER, store)
 
 
-async def _store(db: Database, batch: Sequence[_Item]) -> list[WebhookAccepted]:
+def match(router: Router, stored: RouteSet, event: IncomingEvent) -> list[Route]:
+    def payload() -> object:
+        return msgspec.json.decode(event.payload_json)
+
+    return router.routes_for(stored, event.provider, event.event_type, payload)
+
+
+async def _store(
+    db: Database, router: Router, batch: Sequence[IncomingEvent]
+) -> list[WebhookAccepted]:
     """One statement, so one transaction, for the batch: insert the events (the first of a
     repeated key in the batch stands for the rest) and, for each new event, one delivery and
-    one job per route; answer the others with the id already stored."""
+    one job per matching route; answer the others with the id already stored."""
     first: dict[tuple[str, str], uuid.UUID] = {}
-    rows: list[tuple[uuid.UUID, IncomingEvent, bool]] = []
-    deliveries: list[tuple[uuid.UUID, uuid.UUID, Route]] = []
-    for item in batch:
-        key = (item.event.provider, item.event.event_id)
+    unique: list[tuple[uuid.UUID, IncomingEvent]] = []
+    for event in batch:
+        key = (event.provider, event.event_id)
         if key not in first:
             first[key] = new_id = uuid.uuid4()
-            rows.append((new_id, item.event, bool(item.routes)))
-            deliveries += [(new_id, uuid.uuid4(), route) for route in item.routes]
-    async with db.pinned(WRITER) as conn:  # one commit in flight at a time
-        stored = await repository.store_events(conn, rows, deliveries)
-        found = stored.existing
-        unseen = [k for k, i in first.items() if i not in stored.inserted and k not in found]
-        if unseen:
-            # Committed by a concurrent request while this statement waited on the index.
-            found = {**found, **await repository.find_event_ids(conn, unseen)}
+            unique.append((new_id, event))
+    routes = await route_set(db, router)
+    for _ in range(MAX_STALE):
+        rows: list[tuple[uuid.UUID, IncomingEvent, bool]] = []
+        deliveries: list[tuple[uuid.UUID, uuid.UUID, Route]] = []
+        for new_id, event in unique:
+            matched = match(router, routes, event)
+            rows.append((new_id, event, bool(matched)))
+            deliveries += [(new_id, uuid.uuid4(), route) for route in matched]
+        async with db.pinned(WRITER) as conn:  # one commit in flight at a time
+            stored = await repository.store_events(conn, rows, deliveries, routes.version)
+            if stored.stale:
+                routes = await route_set(db, router, refresh=True)
+                continue
+            found = stored.existing
+            unseen = [k for k, i in first.items() if i not in stored.inserted and k not in found]
+            if unseen:
+                # Committed by a concurrent request while this statement waited on the index.
+                found = {**found, **await repository.find_event_ids(conn, unseen)}
+        break
+    else:
+        raise ServiceUnavailable(
+            "the gateway's routes are changing faster than events can be stored; retry"
+        )
     results: list[WebhookAccepted] = []
     answered: set[tuple[str, str]] = set()
-    for item in batch:
-        key = (item.event.provider, item.event.event_id)
+    for event in batch:
+        key = (event.provider, event.event_id)
         new_id = first[key]
         if new_id in stored.inserted:
             results.append(WebhookAccepted(event_id=new_id, duplicate=key in answered))

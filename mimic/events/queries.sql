@@ -1,15 +1,20 @@
 -- name: store_events
 -- The group commit's one statement (so one round trip, and its own transaction): insert a
 -- batch of verified events (no key twice), then, for each event inserted, its deliveries
--- ($9..$12, one row per route) and their jobs. An event whose (provider, event_id) is already
--- stored is skipped; the rows returned are the ids inserted ('new') and the stored rows this
--- statement's snapshot sees for the keys skipped ('old'). A key skipped because a concurrent
--- transaction committed it meanwhile is not seen here: the caller looks it up again.
-WITH input AS (
+-- ($9..$12 and $15..$17, one row per route) and their jobs. An event whose (provider,
+-- event_id) is already stored is skipped; the rows returned are the ids inserted ('new') and
+-- the stored rows this statement's snapshot sees for the keys skipped ('old'). A key skipped
+-- because a concurrent transaction committed it meanwhile is not seen here: the caller looks
+-- it up again. The routes were matched at gateway version $14: when the configuration has
+-- changed since, nothing is stored and one 'stale' row says so (the caller matches again).
+WITH fresh AS (
+    SELECT 1 FROM gateway_version WHERE version = $14
+), input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                          $6::bytea[], $7::text[], $8::text[])
                   WITH ORDINALITY AS e(id, provider, event_type, event_id, payload, raw_body,
                                        signature, status, n)
+     WHERE EXISTS (SELECT 1 FROM fresh)
 ), inserted AS (
     INSERT INTO webhook_events (id, provider, event_type, event_id, payload, raw_body,
                                 signature, status, processed_at)
@@ -20,10 +25,11 @@ WITH input AS (
     ON CONFLICT (provider, event_id) DO NOTHING
     RETURNING id
 ), routes AS (
-    SELECT r.event, r.delivery, r.target, r.task,
+    SELECT r.event, r.delivery, r.target, r.task, r.route, r.path, r.body,
            row_number() OVER (ORDER BY r.n) AS k
-      FROM unnest($9::uuid[], $10::uuid[], $11::text[], $12::text[])
-           WITH ORDINALITY AS r(event, delivery, target, task, n)
+      FROM unnest($9::uuid[], $10::uuid[], $11::text[], $12::text[], $15::uuid[], $16::text[],
+                  $17::text[])
+           WITH ORDINALITY AS r(event, delivery, target, task, route, path, body, n)
      WHERE r.event IN (SELECT id FROM inserted)
 ), jobs AS (
     SELECT mimic_defer_jobs(
@@ -34,8 +40,9 @@ WITH input AS (
     ) AS ids
       FROM routes
 ), deliveries AS (
-    INSERT INTO webhook_deliveries (id, event_id, target_service, task_name, job_id)
-    SELECT r.delivery, r.event, r.target, r.task, j.id
+    INSERT INTO webhook_deliveries (id, event_id, target_service, task_name, job_id, route_id,
+                                    path, body)
+    SELECT r.delivery, r.event, r.target, r.task, j.id, r.route, r.path, r.body
       FROM routes r
       JOIN unnest((SELECT ids FROM jobs)) WITH ORDINALITY AS j(id, k) ON j.k = r.k
 )
@@ -45,6 +52,8 @@ SELECT 'old', w.id, w.provider, w.event_id
   FROM input k
   JOIN webhook_events w ON w.provider = k.provider AND w.event_id = k.event_id
  WHERE k.id NOT IN (SELECT id FROM inserted)
+UNION ALL
+SELECT 'stale', NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM fresh)
 
 -- name: find_event_ids
 -- Our ids for providers' events (used to answer duplicates).
@@ -55,26 +64,94 @@ SELECT w.provider, w.event_id, w.id
 
 -- name: insert_deliveries
 -- One delivery per route, with the procrastinate job that will carry it.
-INSERT INTO webhook_deliveries (id, event_id, target_service, task_name, job_id)
-SELECT d.id, d.event, d.target, d.task, d.job
-  FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[])
-       AS d(event, id, target, task, job)
+INSERT INTO webhook_deliveries (id, event_id, target_service, task_name, job_id, route_id,
+                                path, body)
+SELECT d.id, d.event, d.target, d.task, d.job, d.route, d.path, d.body
+  FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::uuid[],
+              $7::text[], $8::text[])
+       AS d(event, id, target, task, job, route, path, body)
 
--- name: start_delivery
--- Claim an attempt: counts it before the call, so a crash mid-call is still counted. An
--- attempt still open means the last one never finished: say so in last_error.
+-- name: claim_deliveries
+-- Claim attempts of several deliveries at once (one statement): each attempt is counted
+-- before the call, so a crash mid-call is still counted; an attempt still open means the
+-- last one never finished: say so in last_error. Rows are locked in id order, so two
+-- batches cannot deadlock. Returns what each delivery sends, and the gateway version (the
+-- worker's copy of the destinations must be at least that fresh).
+WITH ordered AS (
+    SELECT id FROM webhook_deliveries
+     WHERE id = ANY($1::uuid[]) AND status IN ('pending', 'dispatched', 'failed')
+     ORDER BY id FOR UPDATE
+), claimed AS (
+    UPDATE webhook_deliveries d
+       SET status = 'dispatched', attempt_count = d.attempt_count + 1, attempt_open = true,
+           updated_at = now(),
+           last_error = CASE WHEN d.attempt_open
+                             THEN format('attempt %s was interrupted (worker stopped, died or '
+                                         'lost the database); retried', d.attempt_count)
+                             ELSE d.last_error END
+      FROM ordered o
+     WHERE d.id = o.id
+    RETURNING d.id, d.event_id, d.attempt_count, d.task_name, d.target_service, d.route_id,
+              d.path, d.body, d.created_at
+)
+SELECT c.id AS delivery_id, c.attempt_count AS attempt, c.task_name, c.target_service,
+       c.route_id, c.path, c.body, e.id AS event_uuid, e.provider, e.event_id, e.event_type,
+       e.payload::text AS payload, e.received_at,
+       CASE WHEN c.body = 'event' THEN e.raw_body END AS raw_body,
+       extract(epoch FROM now() - c.created_at)::float8 AS age_seconds,
+       (SELECT version FROM gateway_version) AS gateway_version
+  FROM claimed c
+  JOIN webhook_events e ON e.id = c.event_id
+
+-- name: release_attempt
+-- An attempt that did not happen (its destination is rate limited or its circuit open): not
+-- counted, and the delivery waits for its job's next run.
+UPDATE webhook_deliveries
+   SET attempt_count = greatest(attempt_count - 1, 0), attempt_open = false,
+       last_error = $2, updated_at = now()
+ WHERE id = $1 AND status = 'dispatched'
+
+-- name: park_delivery
+-- A delivery whose destination is paused or disabled waits, uncounted and without a job,
+-- until the destination is resumed.
+UPDATE webhook_deliveries
+   SET status = 'paused', attempt_count = greatest(attempt_count - 1, 0), attempt_open = false,
+       job_id = NULL, updated_at = now()
+ WHERE id = $1 AND status = 'dispatched'
+
+-- name: lock_paused
+-- A batch of a destination's paused deliveries, oldest first, to queue again.
+SELECT id, event_id, task_name FROM webhook_deliveries
+ WHERE target_service = $1 AND status = 'paused'
+ ORDER BY created_at, id
+ LIMIT $2
+   FOR UPDATE SKIP LOCKED
+
+-- name: unpause
+-- Paused deliveries queued again, each with its new job.
 UPDATE webhook_deliveries d
-   SET status = 'dispatched', attempt_count = d.attempt_count + 1, attempt_open = true,
-       updated_at = now(),
-       last_error = CASE WHEN d.attempt_open
-                         THEN format('attempt %s was interrupted (worker stopped, died or lost '
-                                     'the database); retried', d.attempt_count)
-                         ELSE d.last_error END
-  FROM webhook_events e
- WHERE d.id = $1 AND e.id = d.event_id AND d.status IN ('pending', 'dispatched', 'failed')
-RETURNING d.attempt_count AS attempt, d.task_name, d.target_service, e.id AS event_uuid,
-          e.provider, e.event_id, e.event_type, e.payload::text AS payload,
-          extract(epoch FROM now() - d.created_at)::float8 AS age_seconds
+   SET status = 'pending', job_id = j.job_id, updated_at = now()
+  FROM unnest($1::uuid[], $2::bigint[]) AS j(id, job_id)
+ WHERE d.id = j.id AND d.status = 'paused'
+
+-- name: paused_of_active
+-- Destinations that are active but still have paused deliveries (a resume cut short).
+SELECT DISTINCT d.target_service FROM webhook_deliveries d
+  JOIN gateway_destinations g ON g.name = d.target_service
+ WHERE d.status = 'paused' AND g.state = 'active'
+
+-- name: count_unfinished
+-- A destination's deliveries not finished yet.
+SELECT count(*) FROM webhook_deliveries
+ WHERE target_service = $1 AND status IN ('pending', 'dispatched', 'paused')
+
+-- name: fail_unfinished
+-- Fail a destination's unfinished deliveries (it is being deleted); returns their events.
+UPDATE webhook_deliveries
+   SET status = 'failed', last_error = $2, attempt_open = false, updated_at = now(),
+       completed_at = now()
+ WHERE target_service = $1 AND status IN ('pending', 'dispatched', 'paused')
+RETURNING event_id
 
 -- name: interrupt_delivery
 -- An attempt cut off by a shutdown: record why it will run again.
@@ -86,9 +163,9 @@ UPDATE webhook_deliveries
 -- Status of one delivery.
 SELECT status FROM webhook_deliveries WHERE id = $1
 
--- name: finish_delivery
--- Record an attempt's outcome and, when final, roll its event up (one round trip).
-SELECT mimic_finish_delivery($1, $2, $3::jsonb, $4)
+-- name: finish_deliveries
+-- Record several attempts' outcomes and, when final, roll their events up (one round trip).
+SELECT mimic_finish_deliveries($1::uuid[], $2::text[], $3::jsonb[], $4::text[])
 
 -- name: list_events
 -- Keyset page, newest first, with optional filters; ($7, $8) is the previous page's last row.
@@ -118,17 +195,19 @@ SELECT id, provider, event_type, event_id, payload::text AS payload, signature, 
 
 -- name: event_deliveries
 -- An event's deliveries, oldest first, with the status of each one's procrastinate job.
-SELECT d.id, d.target_service, d.task_name, d.status, d.attempt_count, d.last_error,
-       d.result::text AS result, d.job_id, j.status::text AS job_status, d.superseded,
-       d.created_at, d.updated_at, d.completed_at
+SELECT d.id, d.target_service, d.task_name, d.route_id, r.name AS route_name, d.status,
+       d.attempt_count, d.last_error, d.result::text AS result, d.job_id,
+       j.status::text AS job_status, d.superseded, d.created_at, d.updated_at, d.completed_at
   FROM webhook_deliveries d
   LEFT JOIN procrastinate_jobs j ON j.id = d.job_id
+  LEFT JOIN gateway_routes r ON r.id = d.route_id
  WHERE d.event_id = $1
  ORDER BY d.created_at, d.id
 
 -- name: lock_event_for_replay
 -- The event a replay re-routes, locked against concurrent roll-ups and replays.
-SELECT id, provider, event_type FROM webhook_events WHERE id = $1 FOR UPDATE
+SELECT id, provider, event_type, payload::text AS payload FROM webhook_events
+ WHERE id = $1 FOR UPDATE
 
 -- name: supersede_deliveries
 -- A replay's earlier deliveries stay for audit but no longer count.
@@ -145,7 +224,7 @@ UPDATE webhook_events
 -- name: list_deliveries
 -- Keyset page of deliveries, newest first (the dead-letter view with status=failed).
 SELECT d.id, d.event_id AS event_uuid, e.provider, e.event_type, e.event_id, d.target_service,
-       d.task_name, d.status, d.attempt_count, d.last_error, d.job_id, d.created_at,
+       d.task_name, d.route_id, d.status, d.attempt_count, d.last_error, d.job_id, d.created_at,
        d.updated_at
   FROM webhook_deliveries d
   JOIN webhook_events e ON e.id = d.event_id
@@ -217,3 +296,169 @@ DELETE FROM webhook_events
                  AND status IN ('delivered', 'failed', 'ignored')
                ORDER BY received_at LIMIT $2
                  FOR UPDATE SKIP LOCKED)
+
+
+-- --- destinations and routes: written by mimic/events/gateway.py only ---------------------------
+
+-- name: gateway_version
+-- The version of the gateway's configuration (bumped by a trigger on every change).
+SELECT version FROM gateway_version
+
+-- name: load_routes
+-- Every enabled route with its destination's state, and the version they are current at (one
+-- statement: one snapshot).
+SELECT (SELECT version FROM gateway_version) AS version,
+       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                    'id', r.id, 'name', r.name, 'provider', r.provider,
+                    'event_types', r.event_types, 'filter', r.filter,
+                    'destination', r.destination, 'path', r.path, 'body', r.body,
+                    'task_name', r.task_name, 'destination_state', d.state)
+                    ORDER BY r.created_at, r.id)
+                  FROM gateway_routes r
+                  JOIN gateway_destinations d ON d.name = r.destination
+                 WHERE r.enabled), '[]')::text AS routes
+
+-- name: load_destinations
+-- Every destination as the worker uses it (sealed values base64), with the version.
+SELECT (SELECT version FROM gateway_version) AS version,
+       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                    'name', name, 'url', url, 'headers', headers,
+                    'api_key_header', api_key_header, 'api_key_key_id', api_key_key_id,
+                    'api_key_nonce', encode(api_key_nonce, 'base64'),
+                    'api_key_ciphertext', encode(api_key_ciphertext, 'base64'),
+                    'signing_secrets', signing_secrets,
+                    'timeout_seconds', timeout_seconds, 'max_attempts', max_attempts,
+                    'backoff_base_seconds', backoff_base_seconds,
+                    'backoff_max_seconds', backoff_max_seconds,
+                    'rate_per_second', rate_per_second, 'circuit_failures', circuit_failures,
+                    'circuit_window_seconds', circuit_window_seconds,
+                    'circuit_cooldown_seconds', circuit_cooldown_seconds,
+                    'state', state, 'managed_by', managed_by))
+                  FROM gateway_destinations), '[]')::text AS destinations
+
+-- name: list_destinations
+-- Every destination, by name, with its unfinished deliveries.
+SELECT d.*, (SELECT count(*) FROM webhook_deliveries w
+              WHERE w.target_service = d.name
+                AND w.status IN ('pending', 'dispatched', 'paused')) AS unfinished_deliveries
+  FROM gateway_destinations d
+ WHERE $1::text IS NULL OR d.name = $1
+ ORDER BY d.name
+
+-- name: lock_destination
+-- One destination, locked for a change.
+SELECT * FROM gateway_destinations WHERE name = $1 FOR UPDATE
+
+-- name: upsert_destination
+-- Write a destination whole (created, or changed after lock_destination).
+INSERT INTO gateway_destinations AS d (
+    name, url, headers, api_key_header, api_key_key_id, api_key_nonce, api_key_ciphertext,
+    api_key_last4, signing_secrets, timeout_seconds, max_attempts, backoff_base_seconds,
+    backoff_max_seconds, rate_per_second, circuit_failures, circuit_window_seconds,
+    circuit_cooldown_seconds, state, managed_by)
+VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17,
+        $18, $19)
+ON CONFLICT (name) DO UPDATE
+   SET url = EXCLUDED.url, headers = EXCLUDED.headers,
+       api_key_header = EXCLUDED.api_key_header, api_key_key_id = EXCLUDED.api_key_key_id,
+       api_key_nonce = EXCLUDED.api_key_nonce, api_key_ciphertext = EXCLUDED.api_key_ciphertext,
+       api_key_last4 = EXCLUDED.api_key_last4, signing_secrets = EXCLUDED.signing_secrets,
+       timeout_seconds = EXCLUDED.timeout_seconds, max_attempts = EXCLUDED.max_attempts,
+       backoff_base_seconds = EXCLUDED.backoff_base_seconds,
+       backoff_max_seconds = EXCLUDED.backoff_max_seconds,
+       rate_per_second = EXCLUDED.rate_per_second, circuit_failures = EXCLUDED.circuit_failures,
+       circuit_window_seconds = EXCLUDED.circuit_window_seconds,
+       circuit_cooldown_seconds = EXCLUDED.circuit_cooldown_seconds,
+       state = EXCLUDED.state, managed_by = EXCLUDED.managed_by, updated_at = now()
+ WHERE $20
+RETURNING name
+
+-- name: set_destination_state
+-- Pause, resume, disable; the previous state is returned (NULL: no such destination).
+WITH old AS (SELECT state FROM gateway_destinations WHERE name = $1 FOR UPDATE)
+UPDATE gateway_destinations d SET state = $2, updated_at = now()
+  FROM old WHERE d.name = $1
+RETURNING old.state
+
+-- name: set_settings_destination
+-- The destination defined by settings (inkpass): its URL as this process was started with.
+UPDATE gateway_destinations SET url = $2
+ WHERE name = $1 AND managed_by = 'settings' AND url IS DISTINCT FROM $2
+
+-- name: delete_destination
+-- A destination and its routes.
+WITH routes AS (DELETE FROM gateway_routes WHERE destination = $1 RETURNING id)
+DELETE FROM gateway_destinations WHERE name = $1
+RETURNING (SELECT count(*) FROM routes) AS routes
+
+-- name: lock_gateway
+-- Serialise writers of the whole configuration (the routes file's sync).
+SELECT version FROM gateway_version FOR UPDATE
+
+-- name: destination_exists
+-- A destination a route is about to refer to, kept from being deleted until the route is in.
+SELECT 1 FROM gateway_destinations WHERE name = $1 FOR KEY SHARE
+
+-- name: count_routes_to
+-- Routes that send to a destination.
+SELECT count(*) FROM gateway_routes WHERE destination = $1
+
+-- name: list_routes
+-- Every route (or one), oldest first (by name among those made together).
+SELECT id, name, provider, event_types, filter::text AS filter, destination, path, body,
+       task_name, enabled, managed_by, created_at, updated_at
+  FROM gateway_routes
+ WHERE ($1::uuid IS NULL OR id = $1)
+   AND ($2::text IS NULL OR destination = $2)
+   AND ($3::text IS NULL OR provider = $3)
+ ORDER BY created_at, name NULLS LAST, id
+
+-- name: lock_route
+-- One route, locked for a change.
+SELECT id, name, provider, event_types, filter::text AS filter, destination, path, body,
+       task_name, enabled, managed_by, created_at, updated_at
+  FROM gateway_routes WHERE id = $1 FOR UPDATE
+
+-- name: upsert_route
+-- Write a route whole.
+INSERT INTO gateway_routes AS r (id, name, provider, event_types, filter, destination, path,
+                                 body, task_name, enabled, managed_by)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (id) DO UPDATE
+   SET name = EXCLUDED.name, provider = EXCLUDED.provider,
+       event_types = EXCLUDED.event_types, filter = EXCLUDED.filter,
+       destination = EXCLUDED.destination, path = EXCLUDED.path, body = EXCLUDED.body,
+       task_name = EXCLUDED.task_name, enabled = EXCLUDED.enabled,
+       managed_by = EXCLUDED.managed_by, updated_at = now()
+
+-- name: delete_route
+-- One route (its deliveries keep its id, for audit).
+DELETE FROM gateway_routes WHERE id = $1
+
+-- name: route_names
+-- Today's names of routes, by id.
+SELECT id, name FROM gateway_routes WHERE id = ANY($1::uuid[])
+
+-- name: delete_config_routes
+-- Routes the routes file no longer defines.
+DELETE FROM gateway_routes WHERE managed_by = 'config' AND NOT (id = ANY($1::uuid[]))
+RETURNING id
+
+-- name: release_config_destinations
+-- Destinations the routes file no longer defines: deleted when nothing refers to them, else
+-- handed to the API (so their deliveries still have somewhere to go).
+WITH gone AS (
+    SELECT name FROM gateway_destinations
+     WHERE managed_by = 'config' AND NOT (name = ANY($1::text[]))
+), unused AS (
+    DELETE FROM gateway_destinations d USING gone g
+     WHERE d.name = g.name
+       AND NOT EXISTS (SELECT 1 FROM gateway_routes r WHERE r.destination = d.name)
+       AND NOT EXISTS (SELECT 1 FROM webhook_deliveries w WHERE w.target_service = d.name
+                        AND w.status IN ('pending', 'dispatched', 'paused'))
+    RETURNING d.name
+)
+UPDATE gateway_destinations d SET managed_by = 'api', updated_at = now()
+  FROM gone g
+ WHERE d.name = g.name AND d.name NOT IN (SELECT name FROM unused)
+RETURNING d.name

@@ -30,20 +30,24 @@ queries = load_queries("mimic.events")
 
 
 class Stored(msgspec.Struct, frozen=True):
-    """What store_events did: the new ids inserted, and the stored ids it saw for the rest."""
+    """What store_events did: the new ids inserted, and the stored ids it saw for the rest;
+    ``stale``: nothing was stored, the routes were matched at an old gateway version."""
 
     inserted: set[uuid.UUID]
     existing: dict[tuple[str, str], uuid.UUID]
+    stale: bool = False
 
 
 async def store_events(
     db: Connection | Database,
     events: Sequence[tuple[uuid.UUID, IncomingEvent, bool]],
     deliveries: Sequence[tuple[uuid.UUID, uuid.UUID, Route]],
+    version: int,
 ) -> Stored:
     """Store (new id, event, routed) rows and, for the events inserted, their (event id,
     delivery id, route) deliveries with one job each: one statement, so one transaction.
-    The caller passes no two events with the same key."""
+    The caller passes no two events with the same key; ``version`` is the gateway version the
+    routes were matched at (nothing is stored if it has moved)."""
     rows = await db.fetch(
         queries["store_events"],
         [new_id for new_id, _, _ in events],
@@ -59,7 +63,13 @@ async def store_events(
         [route.target_service for _, _, route in deliveries],
         [route.task_name for _, _, route in deliveries],
         QUEUE_WEBHOOKS,
+        version,
+        [route.route_id for _, _, route in deliveries],
+        [route.path for _, _, route in deliveries],
+        [route.body for _, _, route in deliveries],
     )
+    if any(row["kind"] == "stale" for row in rows):
+        return Stored(inserted=set(), existing={}, stale=True)
     return Stored(
         inserted={row["id"] for row in rows if row["kind"] == "new"},
         existing={
@@ -89,18 +99,27 @@ async def insert_deliveries(
         [route.target_service for _, _, route in deliveries],
         [route.task_name for _, _, route in deliveries],
         list(job_ids),
+        [route.route_id for _, _, route in deliveries],
+        [route.path for _, _, route in deliveries],
+        [route.body for _, _, route in deliveries],
     )
 
 
-async def claim_delivery(db: Database, delivery_id: uuid.UUID) -> DeliveryContext | None:
-    """Count an attempt before the call; None when the delivery is final or unknown."""
-    row = await db.fetchrow(queries["start_delivery"], delivery_id)
-    if row is None:
-        return None
-    return as_struct(
-        {**dict(row), "delivery_id": delivery_id, "payload": json.loads(row["payload"])},
-        DeliveryContext,
-    )
+async def claim_deliveries(
+    conn: Connection | Database, ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, DeliveryContext | Exception]:
+    """Count an attempt of each delivery before its call (one statement); a delivery that is
+    final or unknown is missing from the answer. A row that cannot be read is answered with
+    the exception, for its caller alone."""
+    claimed: dict[uuid.UUID, DeliveryContext | Exception] = {}
+    for row in await conn.fetch(queries["claim_deliveries"], sorted(set(ids))):
+        try:
+            claimed[row["delivery_id"]] = as_struct(
+                {**dict(row), "payload": json.loads(row["payload"])}, DeliveryContext
+            )
+        except Exception as exc:
+            claimed[row["delivery_id"]] = exc
+    return claimed
 
 
 async def delivery_status(db: Database, delivery_id: uuid.UUID) -> DeliveryStatus | None:
@@ -108,22 +127,63 @@ async def delivery_status(db: Database, delivery_id: uuid.UUID) -> DeliveryStatu
     return status
 
 
-async def finish_delivery(
-    db: Database,
-    delivery_id: uuid.UUID,
-    status: DeliveryStatus,
-    result: dict[str, Any] | None,
-    error: str | None,
-) -> bool:
-    """Record an attempt's outcome and roll the event up; False if it had already succeeded."""
-    event_uuid = await db.fetchval(
-        queries["finish_delivery"],
-        delivery_id,
-        status,
-        json.dumps(result) if result is not None else None,
-        error,
+class Finished(msgspec.Struct, frozen=True):
+    delivery_id: uuid.UUID
+    status: DeliveryStatus
+    result: dict[str, Any] | None
+    error: str | None
+
+
+async def finish_deliveries(
+    conn: Connection | Database, finished: Sequence[Finished]
+) -> set[uuid.UUID]:
+    """Record attempts' outcomes and roll their events up (one statement); returns the ids
+    recorded (one that had already succeeded is left alone)."""
+    ordered = sorted(finished, key=lambda f: f.delivery_id)
+    done = await conn.fetchval(
+        queries["finish_deliveries"],
+        [f.delivery_id for f in ordered],
+        [f.status for f in ordered],
+        [json.dumps(f.result) if f.result is not None else None for f in ordered],
+        [f.error for f in ordered],
     )
-    return event_uuid is not None
+    return set(done or ())
+
+
+async def release_attempt(db: Database, delivery_id: uuid.UUID, reason: str) -> None:
+    """An attempt that was not made after all (rate limit, open circuit): not counted."""
+    await db.execute(queries["release_attempt"], delivery_id, reason)
+
+
+async def park(db: Database, delivery_id: uuid.UUID) -> None:
+    """The delivery's destination is paused: it waits, without a job, until a resume."""
+    await db.execute(queries["park_delivery"], delivery_id)
+
+
+async def lock_paused(conn: Connection, target: str, limit: int) -> list[Retryable]:
+    return as_structs(await conn.fetch(queries["lock_paused"], target, limit), Retryable)
+
+
+async def unpause(conn: Connection, ids: Sequence[uuid.UUID], job_ids: Sequence[int]) -> None:
+    await conn.execute(queries["unpause"], list(ids), list(job_ids))
+
+
+async def paused_of_active(db: Database) -> list[str]:
+    return [row["target_service"] for row in await db.fetch(queries["paused_of_active"])]
+
+
+async def count_unfinished(conn: Connection | Database, target: str) -> int:
+    return int(await conn.fetchval(queries["count_unfinished"], target))
+
+
+async def fail_unfinished(conn: Connection, target: str, reason: str) -> int:
+    """Fail a destination's unfinished deliveries and roll their events up."""
+    events = [
+        row["event_id"] for row in await conn.fetch(queries["fail_unfinished"], target, reason)
+    ]
+    for event_uuid in sorted(set(events)):
+        await conn.execute(queries["roll_up_event"], event_uuid)
+    return len(events)
 
 
 async def interrupt_delivery(db: Database, delivery_id: uuid.UUID, reason: str) -> None:
@@ -168,14 +228,28 @@ async def _detail(db: Database, row: asyncpg.Record) -> EventDetail:
         {**dict(d), "result": json.loads(d["result"]) if d["result"] else None}
         for d in await db.fetch(queries["event_deliveries"], row["id"])
     ]
-    fields = {**dict(row), "payload": json.loads(row["payload"]), "deliveries": deliveries}
+    matched = [
+        {"route_id": d["route_id"], "name": d["route_name"], "destination": d["target_service"]}
+        for d in deliveries
+        if d["route_id"] is not None and not d["superseded"]
+    ]
+    fields = {
+        **dict(row),
+        "payload": json.loads(row["payload"]),
+        "deliveries": deliveries,
+        "matched_routes": matched,
+    }
     return as_struct(fields, EventDetail)
 
 
-async def lock_event(conn: Connection, event_uuid: uuid.UUID) -> tuple[str, str] | None:
-    """(provider, event type) of an event, locked for a replay; None if unknown."""
+async def lock_event(
+    conn: Connection, event_uuid: uuid.UUID
+) -> tuple[str, str, dict[str, Any]] | None:
+    """(provider, event type, payload) of an event, locked for a replay; None if unknown."""
     row = await conn.fetchrow(queries["lock_event_for_replay"], event_uuid)
-    return (row["provider"], row["event_type"]) if row is not None else None
+    if row is None:
+        return None
+    return row["provider"], row["event_type"], json.loads(row["payload"])
 
 
 async def supersede_deliveries(conn: Connection, event_uuid: uuid.UUID) -> None:

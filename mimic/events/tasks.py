@@ -8,13 +8,36 @@ import uuid
 import procrastinate
 
 from mimic.core.deps import Deps
-from mimic.core.jobs import QUEUE_MAINTENANCE, RETRY, deps_of, job_body
-from mimic.events import repository
+from mimic.core.jobs import QUEUE_MAINTENANCE, QUEUE_WEBHOOKS, RETRY, deps_of, job_body
+from mimic.events import gateway, repository
 from mimic.events.admin import BULK_RETRY_TASK, run_bulk_retry
+from mimic.events.delivery import run_delivery
+from mimic.events.routes import DELIVER_TASK
 
 logger = logging.getLogger(__name__)
 
 PRUNE_TASK = "mimic.tasks.prune_events"
+
+
+@job_body
+async def deliver(deps: Deps, delivery_id: str) -> None:
+    """A delivery of a stored route to its destination."""
+    await run_delivery(deps, delivery_id)
+
+
+RESUME_TASK = "mimic.tasks.resume_paused_deliveries"
+
+
+async def resume_paused_deliveries(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Periodic: queue again the paused deliveries of destinations that are active (a resume
+    whose requeue was cut short by a crash, or a delivery parked while its resume ran)."""
+    deps = deps_of(context)
+    total = 0
+    for name in await repository.paused_of_active(deps.db):
+        total += await gateway.requeue_paused(deps.db, name)
+    if total:
+        logger.warning("queued %d paused delivery(ies) of active destinations again", total)
+    return total
 
 
 @job_body
@@ -36,6 +59,10 @@ async def prune_events(context: procrastinate.JobContext, timestamp: int) -> int
 def blueprint() -> procrastinate.Blueprint:
     """A new blueprint for each app: procrastinate ties a task to the app it was added to."""
     tasks = procrastinate.Blueprint()
+    tasks.task(name=DELIVER_TASK, queue=QUEUE_WEBHOOKS, pass_context=True, retry=RETRY)(deliver)
+    tasks.task(name=RESUME_TASK, queue=QUEUE_MAINTENANCE, pass_context=True)(
+        resume_paused_deliveries
+    )
     tasks.task(name=BULK_RETRY_TASK, queue=QUEUE_MAINTENANCE, pass_context=True, retry=RETRY)(
         bulk_retry_deliveries
     )

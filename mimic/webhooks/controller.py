@@ -38,7 +38,7 @@ from mimic.core.errors import (
 )
 from mimic.core.settings import Secret, WebhookSettings
 from mimic.events.ingest import ingest
-from mimic.events.routing import RoutingTable
+from mimic.events.routes import Router
 from mimic.events.schemas import IncomingEvent, WebhookAccepted
 from mimic.webhooks.verify import MAX_EVENT_ID, verify_basic_auth, verify_stripe, verify_svix
 
@@ -274,11 +274,10 @@ async def stripe_test_event(
     )
 
 
-async def accept(deps: Deps, routing: RoutingTable, event: IncomingEvent) -> WebhookAccepted:
+async def accept(deps: Deps, router: Router, event: IncomingEvent) -> WebhookAccepted:
     started = time.perf_counter()
-    routes = routing.routes_for(event.provider, event.event_type)
     with counted_rejections(event.provider):
-        accepted = await ingest(deps.db, event, routes)
+        accepted = await ingest(deps.db, router, event)
     metrics.webhooks_received.labels(event.provider, str(accepted.duplicate).lower()).inc()
     metrics.webhook_latency.labels(event.provider).observe(time.perf_counter() - started)
     return accepted
@@ -367,7 +366,7 @@ def endpoints(dev: bool) -> list[Endpoint]:
     return [e for e in ENDPOINTS if dev or not e.dev_only]
 
 
-def _route(endpoint: Endpoint, routing: RoutingTable) -> ASGIRouteHandler:
+def _route(endpoint: Endpoint, routing: Router) -> ASGIRouteHandler:
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP or scope["method"] != "POST":
             raise MethodNotAllowedException(headers={"Allow": "POST"})
@@ -395,5 +394,5 @@ def _route(endpoint: Endpoint, routing: RoutingTable) -> ASGIRouteHandler:
     return asgi(BASE_PATH + endpoint.path, copy_scope=False, name=f"webhook{endpoint.path}")(handle)
 
 
-def webhook_routes(routing: RoutingTable, *, dev: bool) -> list[ASGIRouteHandler]:
+def webhook_routes(routing: Router, *, dev: bool) -> list[ASGIRouteHandler]:
     return [_route(endpoint, routing) for endpoint in endpoints(dev)]

@@ -13,13 +13,13 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from mimic.app import create_app
-from mimic.billing.inkpass import inkpass_request
+from mimic.app import create_app, router
 from mimic.core.db import Connection
 from mimic.core.deps import open_deps
 from mimic.core.jobs import QUEUE_WEBHOOKS, JobToDefer, defer_jobs
 from mimic.core.settings import Settings
-from mimic.events.delivery import http_delivery, run_delivery
+from mimic.events.delivery import run_delivery
+from mimic.events.gateway import load_routes
 from tests.fakes import FakeHTTPServer, Reply
 from tests.helpers import (
     TEST_SECRETS,
@@ -281,11 +281,10 @@ async def test_overlapping_attempts_cannot_undo_a_success(
     event_id = await send(client, "invoice.paid")
     delivery = await delivery_of(db, event_id)
     async with open_deps(settings) as deps:
-        deliver = http_delivery(inkpass_request)
-        slow = asyncio.create_task(run_delivery(deps, str(delivery["id"]), deliver))
+        slow = asyncio.create_task(run_delivery(deps, str(delivery["id"])))
         await inkpass.wait_for_requests(1)
         # Claims while the first is in flight; its 409 arrives after the first's 200.
-        await run_delivery(deps, str(delivery["id"]), deliver)
+        await run_delivery(deps, str(delivery["id"]))
         await slow
     assert len(inkpass.requests) == 2
     final = await delivery_of(db, event_id)
@@ -352,3 +351,33 @@ async def test_retries_after_a_shared_failure_are_spread_by_jitter(
     assert len(retry_gaps) == 6
     assert all(0.45 <= gap <= 1.0 + 0.2 + 0.4 for gap in retry_gaps), retry_gaps
     assert max(retry_gaps) - min(retry_gaps) > 0.1, f"retries in lockstep: {retry_gaps}"
+
+
+@pytest.mark.parametrize(
+    ("event_type", "kind"),
+    [
+        ("checkout.session.completed", "subscription_created"),
+        ("customer.subscription.created", "subscription_created"),
+        ("customer.subscription.updated", "subscription_updated"),
+        ("customer.subscription.deleted", "subscription_deleted"),
+        ("invoice.payment_failed", "invoice_event"),
+        ("invoice.payment_succeeded", "invoice_event"),
+        ("invoice.paid", "invoice_event"),
+    ],
+)
+async def test_the_seed_routes_are_stored_defaults(
+    db: asyncpg.Connection, event_type: str, kind: str
+) -> None:
+    # The seed's routing table, now rows: each of its Stripe types goes to inkpass, under
+    # the seed's task name, with the inkpass contract as body.
+    stored = await load_routes(Connection(db))
+    [route] = router().routes_for(stored, "stripe", event_type, {})
+    assert route.target_service == "inkpass"
+    assert route.task_name == f"mimic.tasks.route_to_inkpass_{kind}"
+    assert route.body == "inkpass"
+    assert route.path == f"/internal/billing/{kind.replace('_', '-')}"
+
+
+async def test_unrouted_types_have_no_route(db: asyncpg.Connection) -> None:
+    stored = await load_routes(Connection(db))
+    assert router().routes_for(stored, "stripe", "customer.created", {}) == []

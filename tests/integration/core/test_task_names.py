@@ -31,6 +31,9 @@ OTHER_TASKS = {
     "mimic.tasks.prune_events",
     "mimic.tasks.purge_email_bodies",
     "mimic.tasks.remove_old_jobs",
+    # Routes as data: deliveries of stored routes, and the resume sweep.
+    "mimic.tasks.deliver",
+    "mimic.tasks.resume_paused_deliveries",
 }
 
 # What an older Mimic wrote: procrastinate's own defer function with a literal task name.

@@ -172,7 +172,13 @@ async def test_replay_routes_again_and_keeps_the_old_delivery(
         assert response.status_code == 200
         replayed = response.json()
         assert replayed["routes"] == [
-            {"target_service": "inkpass", "task_name": "mimic.tasks.route_to_inkpass_invoice_event"}
+            {
+                "target_service": "inkpass",
+                "task_name": "mimic.tasks.route_to_inkpass_invoice_event",
+                "route_id": "00000000-0000-5000-8000-000000000004",
+                "path": "/internal/billing/invoice-event",
+                "body": "inkpass",
+            }
         ]
         await inkpass.wait_for_requests(2)
         assert await settled(db, event_id) == "delivered"

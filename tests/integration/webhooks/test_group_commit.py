@@ -18,7 +18,7 @@ import httpx
 import pytest
 from litestar import Litestar
 
-from mimic.app import create_app
+from mimic.app import create_app, router
 from mimic.core.settings import Settings
 from mimic.events.ingest import committer
 from tests.helpers import (
@@ -56,7 +56,7 @@ async def batch_of(
 ) -> tuple[httpx.Response, list[httpx.Response]]:
     """Send a first webhook whose commit is held, queue ``bodies`` behind it, release; the
     queued ones are then stored by one transaction."""
-    committing = committer(api.app.state.deps.db)
+    committing = committer(api.app.state.deps.db, router())
     async with commit_held(database_url, "webhook_events") as watcher:
         first = asyncio.create_task(send(api, stripe_event(id=f"evt_{uuid.uuid4().hex}")))
         await wait_for(lambda: insert_waits(watcher, "webhook_events"))
@@ -151,7 +151,7 @@ async def test_a_lone_webhook_is_committed_at_once_without_waiting_for_company(
         lone = asyncio.create_task(send(api, stripe_event(id="evt_lone")))
         # Its INSERT reaches Postgres with nothing else queued: no timer held it back.
         await wait_for(lambda: insert_waits(watcher, "webhook_events"))
-        assert committer(api.app.state.deps.db).waiting == 0
+        assert committer(api.app.state.deps.db, router()).waiting == 0
     response = await lone
     assert response.status_code == 200
     after = group_commit_sizes("webhooks")

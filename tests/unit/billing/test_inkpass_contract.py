@@ -4,22 +4,16 @@ import uuid
 from typing import Any
 
 import msgspec
-import pytest
 
-from mimic.app import routing_table
-from mimic.billing.inkpass import STRIPE_ROUTES, inkpass_event
-from mimic.events.schemas import DeliveryContext, Route
-
-
-def stripe_routes(event_type: str) -> list[Route]:
-    return routing_table().routes_for("stripe", event_type)
+from mimic.billing.inkpass import inkpass_event
+from mimic.events.schemas import DeliveryContext
 
 
 def context(event_type: str, obj: dict[str, Any]) -> DeliveryContext:
     return DeliveryContext(
         delivery_id=uuid.UUID(int=1),
         attempt=1,
-        task_name=STRIPE_ROUTES[event_type],
+        task_name="mimic.tasks.route_to_inkpass_invoice_event",
         target_service="inkpass",
         event_uuid=uuid.UUID(int=2),
         provider="stripe",
@@ -27,28 +21,6 @@ def context(event_type: str, obj: dict[str, Any]) -> DeliveryContext:
         event_type=event_type,
         payload={"id": "evt_1", "created": 1700000000, "livemode": True, "data": {"object": obj}},
     )
-
-
-@pytest.mark.parametrize(
-    ("event_type", "kind"),
-    [
-        ("checkout.session.completed", "subscription_created"),
-        ("customer.subscription.created", "subscription_created"),
-        ("customer.subscription.updated", "subscription_updated"),
-        ("customer.subscription.deleted", "subscription_deleted"),
-        ("invoice.payment_failed", "invoice_event"),
-        ("invoice.payment_succeeded", "invoice_event"),
-        ("invoice.paid", "invoice_event"),
-    ],
-)
-def test_routing_table(event_type: str, kind: str) -> None:
-    [route] = stripe_routes(event_type)
-    assert route.target_service == "inkpass"
-    assert route.task_name == f"mimic.tasks.route_to_inkpass_{kind}"
-
-
-def test_unrouted_types_have_no_route() -> None:
-    assert stripe_routes("customer.created") == []
 
 
 def test_checkout_session_contract() -> None:

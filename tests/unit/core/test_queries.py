@@ -53,6 +53,7 @@ SQL_FREE = [
     "core/health.py",
     "core/ratelimit.py",
     "email/suppression.py",
+    "events/gateway.py",
 ]
 _STATEMENT = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\s")
 
