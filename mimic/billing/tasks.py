@@ -7,12 +7,14 @@ import procrastinate
 from mimic.billing.inkpass import PATHS
 from mimic.core.deps import Deps
 from mimic.core.jobs import QUEUE_WEBHOOKS, RETRY, job_body
-from mimic.events.delivery import run_delivery
+from mimic.events.delivery import run_deliveries
 
 
 @job_body
-async def route_to_inkpass(deps: Deps, delivery_id: str) -> None:
-    await run_delivery(deps, delivery_id)
+async def route_to_inkpass(
+    deps: Deps, delivery_id: str | None = None, delivery_ids: list[str] | None = None
+) -> None:
+    await run_deliveries(deps, delivery_id, delivery_ids)
 
 
 def blueprint() -> procrastinate.Blueprint:

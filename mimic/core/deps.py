@@ -6,11 +6,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import aiohttp
 import httpx
 
 from mimic.core.circuits import Circuits, Policy
 from mimic.core.crypto import Keyring
 from mimic.core.db import Database, create_pool
+from mimic.core.http import session as outbound_session
 from mimic.core.settings import Settings
 from mimic.core.slots import KeyedSlots
 
@@ -19,8 +21,10 @@ from mimic.core.slots import KeyedSlots
 class Deps:
     settings: Settings
     db: Database
-    #: One shared client for inkpass, Resend and Postmark; keys are set per request.
+    #: One shared client for Resend and Postmark; keys are set per request.
     http: httpx.AsyncClient
+    #: One shared client for deliveries to internal services (core.http.post).
+    session: aiohttp.ClientSession
     keyring: Keyring
     #: Provider circuit breakers, shared with every process through Postgres.
     circuits: Circuits
@@ -34,6 +38,7 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
         raise ValueError("settings need a database URL (see mimic.core.embedded.resolve_database)")
     pool = await create_pool(settings.database.url.get(), max_size=settings.database.pool_max_size)
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
+    session = outbound_session()
     db = Database(pool)
     try:
         email = settings.email
@@ -44,10 +49,12 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
             settings=settings,
             db=db,
             http=http,
+            session=session,
             keyring=Keyring(settings.email.encryption_keys),
             circuits=Circuits(db, policy),
             tenant_slots=KeyedSlots(settings.worker.tenant_email_slots),
         )
     finally:
         await http.aclose()
+        await session.close()
         await db.close()

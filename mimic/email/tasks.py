@@ -26,7 +26,7 @@ from mimic.core.logs import bound
 from mimic.email.send import EmailFailed, send_notification
 from mimic.email.status import SEND_GROUP_TASK, SEND_TASK, hand_over, purge_bodies
 from mimic.email.tracking import EVENT_TASK, apply_email_event
-from mimic.events.delivery import run_delivery
+from mimic.events.delivery import run_deliveries
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +103,10 @@ async def _send_all(deps: Deps, notification_ids: list[str]) -> None:
 
 
 @job_body
-async def handle_email_delivery_event(deps: Deps, delivery_id: str) -> None:
-    await run_delivery(deps, delivery_id, apply_email_event)
+async def handle_email_delivery_event(
+    deps: Deps, delivery_id: str | None = None, delivery_ids: list[str] | None = None
+) -> None:
+    await run_deliveries(deps, delivery_id, delivery_ids, apply_email_event)
 
 
 PURGE_TASK = "mimic.tasks.purge_email_bodies"

@@ -23,7 +23,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import httpx
 import msgspec
 from standardwebhooks.webhooks import Webhook
 
@@ -33,7 +32,14 @@ from mimic.core.circuits import Policy as CircuitPolicy
 from mimic.core.db import Database
 from mimic.core.deps import Deps
 from mimic.core.errors import ExpectedJobError
-from mimic.core.jobs import Backoff, RetryableError
+from mimic.core.jobs import (
+    QUEUE_WEBHOOKS,
+    Backoff,
+    JobToDefer,
+    RetryableError,
+    current_job_id,
+    defer_jobs,
+)
 from mimic.events import repository
 from mimic.events.gateway import Destination, Destinations
 from mimic.events.routes import SEED_TASKS
@@ -151,7 +157,7 @@ def build_request(
     )
 
 
-def classify(response: httpx.Response) -> Outcome:
+def classify(response: http.Reply) -> Outcome:
     result = {
         "status_code": response.status_code,
         "body": response.text[:RESULT_BODY_LIMIT],
@@ -169,11 +175,10 @@ def classify(response: httpx.Response) -> Outcome:
 
 async def post(deps: Deps, target: TargetRequest) -> Outcome:
     try:
-        response = await http.request(
-            deps.http,
-            "POST",
+        response = await http.post(
+            deps.session,
             target.url,
-            content=target.body,
+            body=target.body,
             headers=target.headers,
             timeout=target.timeout,
         )
@@ -185,20 +190,21 @@ async def post(deps: Deps, target: TargetRequest) -> Outcome:
 # --- the group commits: claims and outcomes ---------------------------------------------------
 
 
-async def claim(db: Database, delivery_id: uuid.UUID) -> DeliveryContext | None:
-    """Count an attempt before the call; None when the delivery is final or unknown."""
+async def claim(db: Database, delivery_id: uuid.UUID, job_id: int | None) -> DeliveryContext | None:
+    """Count an attempt before the call, if job ``job_id`` owns the delivery (None: outside
+    a job, any); None when the delivery is final, unknown or another job's."""
     writer = group_commit(db, CLAIMS, functools.partial(_claim_many, db))
-    found: DeliveryContext | None = await writer.submit(delivery_id)
+    found: DeliveryContext | None = await writer.submit((delivery_id, job_id))
     return found
 
 
 async def _claim_many(
-    db: Database, ids: Sequence[uuid.UUID]
+    db: Database, asked: Sequence[tuple[uuid.UUID, int | None]]
 ) -> list[DeliveryContext | Exception | None]:
     async with db.pinned(CLAIMS) as conn:
-        claimed = await repository.claim_deliveries(conn, ids)
+        claimed = await repository.claim_deliveries(conn, asked)
     # Should one id be asked twice (a job run twice at once), only the first gets it.
-    return [claimed.pop(i, None) for i in ids]
+    return [claimed.pop(i, None) for i, _ in asked]
 
 
 async def finish(db: Database, finished: repository.Finished) -> bool:
@@ -255,17 +261,42 @@ async def _not_now(deps: Deps, context: DeliveryContext, destination: Destinatio
     return await ratelimit.wait_turn(deps.db, key, policy.rate_per_second)
 
 
-async def run_delivery(deps: Deps, delivery_id: str, perform: Perform | None = None) -> None:
-    """One attempt: to the delivery's destination, or to ``perform`` (a local handler)."""
-    did = uuid.UUID(delivery_id)
-    context = await claim(deps.db, did)
-    if context is None:
-        current = await repository.delivery_status(deps.db, did)
-        if current is None:
-            raise DeliveryFailed(f"delivery {delivery_id} does not exist")
-        logger.info("delivery %s already %s; nothing to do", delivery_id, current)
-        return
-    target = context.target_service
+class Later(Exception):
+    """The attempt was not made (the destination's rate or circuit): try again in ``delay``."""
+
+    def __init__(self, reason: str, delay: float) -> None:
+        super().__init__(reason)
+        self.reason, self.delay = reason, delay
+
+
+class Parked(Exception):
+    """The destination is paused or disabled: the delivery waits, without a job."""
+
+
+class Done(msgspec.Struct, frozen=True):
+    """An attempt made and recorded: the delivery's new status, and when to retry it."""
+
+    status: DeliveryStatus
+    error: str | None
+    retry_after: float
+
+
+def in_flight(deps: Deps) -> asyncio.Semaphore:
+    """Attempts of this worker under way at once, whatever job carries them: at most
+    WORKER_CONCURRENCY_WEBHOOKS (a job carrying many deliveries gets no more than its share)."""
+    found = deps.db.caches.get("delivery_slots")
+    if found is None:
+        found = deps.db.caches["delivery_slots"] = asyncio.Semaphore(
+            deps.settings.worker.concurrency_webhooks
+        )
+    slots: asyncio.Semaphore = found
+    return slots
+
+
+async def attempt(deps: Deps, context: DeliveryContext, perform: Perform | None) -> Done:
+    """One claimed attempt: to the delivery's destination, or to ``perform`` (a local
+    handler). Raises Parked or Later when no attempt was made (neither counts)."""
+    did, target = context.delivery_id, context.target_service
     destination: Destination | None = None
     policy = Policy(
         max_attempts=deps.settings.delivery.max_attempts,
@@ -283,7 +314,7 @@ async def run_delivery(deps: Deps, delivery_id: str, perform: Perform | None = N
                 logger.info(
                     "delivery %s waits: destination %s is %s", did, target, destination.state
                 )
-                return
+                raise Parked()
             else:
                 policy = destination.policy
                 wait = await _not_now(deps, context, destination)
@@ -292,11 +323,13 @@ async def run_delivery(deps: Deps, delivery_id: str, perform: Perform | None = N
                         f"{target} is rate limited or its circuit is open; next try in {wait:.1f}s"
                     )
                     await repository.release_attempt(deps.db, did, reason)
-                    raise RetryableError(reason, retry_after=wait)
+                    raise Later(reason, wait)
                 request = build_request(context, destination, datetime.datetime.now(datetime.UTC))
-                outcome = await post(deps, request)
+                async with in_flight(deps):
+                    outcome = await post(deps, request)
         else:
-            outcome = await perform(context, deps)
+            async with in_flight(deps):
+                outcome = await perform(context, deps)
     except asyncio.CancelledError:
         # The worker is shutting down (or an operator aborted the job): the attempt may or
         # may not have reached the target. Say so; the job comes back with the same key.
@@ -319,34 +352,119 @@ async def run_delivery(deps: Deps, delivery_id: str, perform: Perform | None = N
         await _count_for_circuit(deps, destination, outcome)
 
     if not await finish(deps.db, repository.Finished(did, status, outcome.result, outcome.error)):
-        logger.info("delivery %s already succeeded; ignoring a later attempt", delivery_id)
-        return
+        logger.info("delivery %s already succeeded; ignoring a later attempt", did)
+        return Done(status="success", error=None, retry_after=0)
 
     metrics.deliveries_finished.labels(target, status).inc()
+    backoff = Backoff(base=policy.backoff_base_seconds, cap=policy.backoff_max_seconds)
+    retry_after = backoff.delay(context.attempt - 1, outcome.retry_after)
     if status == "success":
         logger.info("delivered %s to %s", context.event_id, target)
     elif status == "dispatched":
         logger.warning(
-            "delivery %s to %s attempt %d failed, will retry: %s",
-            delivery_id,
+            "delivery %s to %s attempt %d failed, will retry in %.1fs: %s",
+            did,
             target,
             context.attempt,
+            retry_after,
             outcome.error,
-        )
-        backoff = Backoff(base=policy.backoff_base_seconds, cap=policy.backoff_max_seconds)
-        raise RetryableError(
-            outcome.error or "retryable",
-            retry_after=backoff.delay(context.attempt - 1, outcome.retry_after),
         )
     else:
         logger.error(
             "delivery %s to %s failed after %d attempt(s): %s",
-            delivery_id,
+            did,
             target,
             context.attempt,
             outcome.error,
         )
-        raise DeliveryFailed(outcome.error or "failed")
+    return Done(status=status, error=outcome.error, retry_after=retry_after)
+
+
+async def run_delivery(deps: Deps, delivery_id: str, perform: Perform | None = None) -> None:
+    """A job carrying one delivery: one attempt; a retry is this job's (procrastinate's)."""
+    did = uuid.UUID(delivery_id)
+    context = await claim(deps.db, did, current_job_id())
+    if context is None:
+        current = await repository.delivery_status(deps.db, did)
+        if current is None:
+            raise DeliveryFailed(f"delivery {delivery_id} does not exist")
+        logger.info("delivery %s already %s, or another job's; nothing to do", did, current)
+        return
+    try:
+        done = await attempt(deps, context, perform)
+    except Parked:
+        return
+    except Later as later:
+        raise RetryableError(later.reason, retry_after=later.delay) from None
+    if done.status == "dispatched":
+        raise RetryableError(done.error or "retryable", retry_after=done.retry_after)
+    if done.status == "failed":
+        raise DeliveryFailed(done.error or "failed")
+
+
+async def run_deliveries(
+    deps: Deps,
+    delivery_id: str | None = None,
+    delivery_ids: list[str] | None = None,
+    perform: Perform | None = None,
+) -> None:
+    """A delivery job's body: one delivery, or a group (deliveries to one destination that
+    arrived together). A group's deliveries are claimed and attempted together; one to retry
+    moves to a job of its own, due when its retry is; the job fails (naming them) if any
+    failed for good, after all were tried."""
+    if delivery_ids is None:
+        if delivery_id is None:
+            raise DeliveryFailed("the job names no delivery")
+        await run_delivery(deps, delivery_id, perform)
+        return
+    ids = [uuid.UUID(i) for i in delivery_ids]
+    job = current_job_id()
+    claimed = await repository.claim_deliveries(deps.db, [(i, job) for i in ids])
+    contexts = [c for c in claimed.values() if isinstance(c, DeliveryContext)]
+
+    async def one(context: DeliveryContext) -> DeliveryStatus | None:
+        try:
+            done = await attempt(deps, context, perform)
+        except Parked:
+            return None
+        except Later as later:
+            await _hand_over(deps, context, later.delay)
+            return None
+        if done.status == "dispatched":
+            await _hand_over(deps, context, done.retry_after)
+        return done.status if done.status == "failed" else None
+
+    outcomes = await asyncio.gather(*(one(c) for c in contexts), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            # The database went away, or a shutdown: the job runs again, and claims what
+            # it still owns and has not finished.
+            raise outcome
+    failed = [str(c.delivery_id) for c, o in zip(contexts, outcomes, strict=True) if o]
+    unreadable = [i for i, c in claimed.items() if isinstance(c, Exception)]
+    for did in unreadable:
+        await finish(deps.db, repository.Finished(did, "failed", None, "unreadable delivery"))
+    if failed or unreadable:
+        names = ", ".join([*failed, *map(str, unreadable)])
+        raise DeliveryFailed(f"{len(failed) + len(unreadable)} of {len(ids)} failed: {names}")
+
+
+async def _hand_over(deps: Deps, context: DeliveryContext, delay: float) -> None:
+    """A group's delivery to try again later: its own job, due in ``delay`` seconds."""
+    async with deps.db.transaction() as conn:
+        [job_id] = await defer_jobs(
+            conn,
+            [
+                JobToDefer(
+                    task_name=context.task_name,
+                    queue=QUEUE_WEBHOOKS,
+                    args={"delivery_id": str(context.delivery_id)},
+                    scheduled_at=datetime.datetime.now(datetime.UTC)
+                    + datetime.timedelta(seconds=delay),
+                )
+            ],
+        )
+        await repository.set_job(conn, context.delivery_id, job_id)
 
 
 async def _count_for_circuit(deps: Deps, destination: Destination, outcome: Outcome) -> None:

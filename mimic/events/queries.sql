@@ -1,7 +1,9 @@
 -- name: store_events
 -- The group commit's one statement (so one round trip, and its own transaction): insert a
 -- batch of verified events (no key twice), then, for each event inserted, its deliveries
--- ($9..$12 and $15..$17, one row per route) and their jobs. An event whose (provider,
+-- ($9..$12 and $15..$17, one row per route) and their jobs: one job per delivery, or per up
+-- to $18 deliveries of the batch to the same destination under the same task (a worker then
+-- claims and finishes them together). An event whose (provider,
 -- event_id) is already stored is skipped; the rows returned are the ids inserted ('new') and
 -- the stored rows this statement's snapshot sees for the keys skipped ('old'). A key skipped
 -- because a concurrent transaction committed it meanwhile is not seen here: the caller looks
@@ -24,27 +26,37 @@ WITH fresh AS (
       FROM input ORDER BY provider, event_id
     ON CONFLICT (provider, event_id) DO NOTHING
     RETURNING id
-), routes AS (
-    SELECT r.event, r.delivery, r.target, r.task, r.route, r.path, r.body,
-           row_number() OVER (ORDER BY r.n) AS k
+), numbered AS (
+    SELECT r.*, row_number() OVER (PARTITION BY r.task, r.target ORDER BY r.n) AS rn
       FROM unnest($9::uuid[], $10::uuid[], $11::text[], $12::text[], $15::uuid[], $16::text[],
                   $17::text[])
            WITH ORDINALITY AS r(event, delivery, target, task, route, path, body, n)
      WHERE r.event IN (SELECT id FROM inserted)
+), routes AS (
+    -- Deliveries of the batch with the same task and destination share a job, up to $18 per
+    -- job: a group, numbered g.
+    SELECT n.*, dense_rank() OVER (ORDER BY n.task, n.target, (n.rn - 1) / $18) AS g
+      FROM numbered n
+), groups AS (
+    SELECT g, min(task) AS task, min(n) AS first,
+           CASE WHEN count(*) = 1 THEN jsonb_build_object('delivery_id', min(delivery::text))
+                ELSE jsonb_build_object('delivery_ids', jsonb_agg(delivery::text ORDER BY n))
+           END AS args
+      FROM routes GROUP BY g
 ), jobs AS (
     SELECT mimic_defer_jobs(
-        array_agg($13::text ORDER BY k), array_agg(task ORDER BY k),
-        array_agg(0 ORDER BY k), array_agg(NULL::text ORDER BY k),
-        array_agg(jsonb_build_object('delivery_id', delivery::text) ORDER BY k),
-        array_agg(NULL::timestamptz ORDER BY k)
-    ) AS ids
-      FROM routes
+        array_agg($13::text ORDER BY first), array_agg(task ORDER BY first),
+        array_agg(0 ORDER BY first), array_agg(NULL::text ORDER BY first),
+        array_agg(args ORDER BY first), array_agg(NULL::timestamptz ORDER BY first)
+    ) AS ids,
+    array_agg(g ORDER BY first) AS gs
+      FROM groups
 ), deliveries AS (
     INSERT INTO webhook_deliveries (id, event_id, target_service, task_name, job_id, route_id,
                                     path, body)
     SELECT r.delivery, r.event, r.target, r.task, j.id, r.route, r.path, r.body
       FROM routes r
-      JOIN unnest((SELECT ids FROM jobs)) WITH ORDINALITY AS j(id, k) ON j.k = r.k
+      JOIN unnest((SELECT ids FROM jobs), (SELECT gs FROM jobs)) AS j(id, g) ON j.g = r.g
 )
 SELECT 'new' AS kind, id, NULL AS provider, NULL AS event_id FROM inserted
 UNION ALL
@@ -78,9 +90,14 @@ SELECT d.id, d.event, d.target, d.task, d.job, d.route, d.path, d.body
 -- batches cannot deadlock. Returns what each delivery sends, and the gateway version (the
 -- worker's copy of the destinations must be at least that fresh).
 WITH ordered AS (
-    SELECT id FROM webhook_deliveries
-     WHERE id = ANY($1::uuid[]) AND status IN ('pending', 'dispatched', 'failed')
-     ORDER BY id FOR UPDATE
+    SELECT d.id FROM webhook_deliveries d
+      JOIN unnest($1::uuid[], $2::bigint[]) AS a(id, job) ON a.id = d.id
+     WHERE d.status IN ('pending', 'dispatched', 'failed')
+       -- Only by the job that owns it ($2; NULL: outside a job; a row without a job was
+       -- written by an older Mimic): a stale job of a delivery that moved to another job
+       -- claims nothing (and a paused one waits for its resume, which gives it a new job).
+       AND (a.job IS NULL OR d.job_id IS NULL OR d.job_id = a.job)
+     ORDER BY d.id FOR UPDATE OF d
 ), claimed AS (
     UPDATE webhook_deliveries d
        SET status = 'dispatched', attempt_count = d.attempt_count + 1, attempt_open = true,
@@ -102,6 +119,10 @@ SELECT c.id AS delivery_id, c.attempt_count AS attempt, c.task_name, c.target_se
        (SELECT version FROM gateway_version) AS gateway_version
   FROM claimed c
   JOIN webhook_events e ON e.id = c.event_id
+
+-- name: set_delivery_job
+-- The job that carries a delivery's next attempt.
+UPDATE webhook_deliveries SET job_id = $2, updated_at = now() WHERE id = $1
 
 -- name: release_attempt
 -- An attempt that did not happen (its destination is rate limited or its circuit open): not

@@ -28,6 +28,9 @@ from mimic.events.schemas import (
 
 queries = load_queries("mimic.events")
 
+#: The most deliveries one job carries (those of one commit batch to the same destination).
+GROUP_MAX = 50
+
 
 class Stored(msgspec.Struct, frozen=True):
     """What store_events did: the new ids inserted, and the stored ids it saw for the rest;
@@ -67,6 +70,7 @@ async def store_events(
         [route.route_id for _, _, route in deliveries],
         [route.path for _, _, route in deliveries],
         [route.body for _, _, route in deliveries],
+        GROUP_MAX,
     )
     if any(row["kind"] == "stale" for row in rows):
         return Stored(inserted=set(), existing={}, stale=True)
@@ -106,13 +110,18 @@ async def insert_deliveries(
 
 
 async def claim_deliveries(
-    conn: Connection | Database, ids: Sequence[uuid.UUID]
+    conn: Connection | Database, asked: Sequence[tuple[uuid.UUID, int | None]]
 ) -> dict[uuid.UUID, DeliveryContext | Exception]:
-    """Count an attempt of each delivery before its call (one statement); a delivery that is
-    final or unknown is missing from the answer. A row that cannot be read is answered with
-    the exception, for its caller alone."""
+    """Count an attempt of each (delivery, job) before its call (one statement), if that job
+    owns the delivery (None: any); a delivery that is final, unknown or another job's is
+    missing from the answer. A row that cannot be read is answered with the exception, for
+    its caller alone."""
     claimed: dict[uuid.UUID, DeliveryContext | Exception] = {}
-    for row in await conn.fetch(queries["claim_deliveries"], sorted(set(ids))):
+    ordered = sorted(set(asked), key=lambda a: (a[0], a[1] or 0))
+    rows = await conn.fetch(
+        queries["claim_deliveries"], [i for i, _ in ordered], [j for _, j in ordered]
+    )
+    for row in rows:
         try:
             claimed[row["delivery_id"]] = as_struct(
                 {**dict(row), "payload": json.loads(row["payload"])}, DeliveryContext
@@ -148,6 +157,11 @@ async def finish_deliveries(
         [f.error for f in ordered],
     )
     return set(done or ())
+
+
+async def set_job(conn: Connection, delivery_id: uuid.UUID, job_id: int) -> None:
+    """The job that carries the delivery's next attempt (it moved to a job of its own)."""
+    await conn.execute(queries["set_delivery_job"], delivery_id, job_id)
 
 
 async def release_attempt(db: Database, delivery_id: uuid.UUID, reason: str) -> None:

@@ -11,7 +11,7 @@ from mimic.core.deps import Deps
 from mimic.core.jobs import QUEUE_MAINTENANCE, QUEUE_WEBHOOKS, RETRY, deps_of, job_body
 from mimic.events import gateway, repository
 from mimic.events.admin import BULK_RETRY_TASK, run_bulk_retry
-from mimic.events.delivery import run_delivery
+from mimic.events.delivery import run_deliveries
 from mimic.events.routes import DELIVER_TASK
 
 logger = logging.getLogger(__name__)
@@ -20,9 +20,11 @@ PRUNE_TASK = "mimic.tasks.prune_events"
 
 
 @job_body
-async def deliver(deps: Deps, delivery_id: str) -> None:
+async def deliver(
+    deps: Deps, delivery_id: str | None = None, delivery_ids: list[str] | None = None
+) -> None:
     """A delivery of a stored route to its destination."""
-    await run_delivery(deps, delivery_id)
+    await run_deliveries(deps, delivery_id, delivery_ids)
 
 
 RESUME_TASK = "mimic.tasks.resume_paused_deliveries"

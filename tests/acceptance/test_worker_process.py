@@ -10,12 +10,16 @@ import asyncpg
 import httpx
 import pytest
 
-from mimic.app import create_app
+from mimic.app import create_app, router
+from mimic.events.ingest import committer
 from tests.fakes import FakeHTTPServer, Reply
 from tests.helpers import (
     TEST_SECRETS,
     answers_200,
     client_for,
+    commit_held,
+    insert_waits,
+    live_api,
     make_settings,
     stripe_event,
     stripe_headers,
@@ -111,6 +115,65 @@ async def test_sigkill_mid_delivery_is_retried_by_the_stalled_job_sweep(
     assert await last_error_of(database_url, event) == (
         "attempt 1 was interrupted (worker stopped, died or lost the database); retried"
     )
+
+
+async def test_sigkill_mid_group_delivers_every_delivery_of_the_group(
+    database_url: str, inkpass: FakeHTTPServer
+) -> None:
+    # Five events stored by one commit share one job. The worker dies while the first calls
+    # hang; the stalled-job sweep gives the group's job to the next worker, which delivers
+    # every delivery the group still owns: none lost, each key answered once with success.
+    inkpass.script(*[Reply(status=200, delay=30)] * 2)
+    settings = make_settings(database_url)
+    app = create_app(settings)
+    async with live_api(settings, app) as base, httpx.AsyncClient(base_url=base) as http:
+        committing = committer(app.state.deps.db, router())
+        async with commit_held(database_url, "webhook_events") as watcher:
+            bodies = [stripe_event("invoice.paid", id=f"evt_group_{i}") for i in range(6)]
+            first = asyncio.create_task(
+                http.post(URL, content=bodies[0], headers=stripe_headers(bodies[0]))
+            )
+            await wait_for(lambda: insert_waits(watcher, "webhook_events"))
+            rest = [
+                asyncio.create_task(http.post(URL, content=b, headers=stripe_headers(b)))
+                for b in bodies[1:]
+            ]
+
+            async def queued() -> bool:
+                return committing.waiting == 5
+
+            await wait_for(queued)
+        answers = [await first, *[await r for r in rest]]
+    assert {a.status_code for a in answers} == {200}
+    events = [uuid.UUID(a.json()["event_id"]) for a in answers[1:]]
+    conn = await asyncpg.connect(database_url)
+    try:
+        jobs = {
+            r["job_id"]
+            for r in await conn.fetch(
+                "SELECT job_id FROM webhook_deliveries d JOIN webhook_events e "
+                "ON e.id = d.event_id WHERE e.id = ANY($1::uuid[])",
+                events,
+            )
+        }
+    finally:
+        await conn.close()
+    assert len(jobs) == 1  # the five share one job
+    env = worker_env(database_url, inkpass)
+    first_worker = start_mimic("worker", {**env, "WORKER_CONCURRENCY_WEBHOOKS": "2"})
+    try:
+        await inkpass.wait_for_requests(2, within=30)
+    finally:
+        await asyncio.to_thread(kill, first_worker)
+    second = start_mimic("worker", env)
+    try:
+        for event in events:
+            await wait_for_status(database_url, event, "delivered")
+    finally:
+        await asyncio.to_thread(stop, second, signal.SIGTERM)
+    keys = [r.headers["idempotency-key"] for r in inkpass.requests]
+    assert len(set(keys)) == 6  # every delivery, the lone first event's too
+    assert len(keys) >= 6
 
 
 async def test_sigterm_lets_the_in_flight_delivery_finish(

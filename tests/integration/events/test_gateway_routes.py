@@ -16,8 +16,12 @@ from litestar.testing import AsyncTestClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from svix.webhooks import Webhook as SvixWebhook
 
-from mimic.app import create_app
+from mimic.app import create_app, router
+from mimic.core.db import Connection
 from mimic.core.settings import Settings
+from mimic.events.gateway import load_routes
+from mimic.events.repository import store_events
+from mimic.events.schemas import IncomingEvent
 from tests.fakes import FakeHTTPServer, Received, Reply
 from tests.helpers import (
     ADMIN,
@@ -491,3 +495,52 @@ async def test_a_destination_answering_429_is_retried_after_its_retry_after(
     first, second = crm.requests
     # Its own policy (base 30 s) would wait far longer: Retry-After decided.
     assert 0.9 <= second.at - first.at < 5
+
+
+async def test_deliveries_that_arrive_together_share_a_job_and_a_retry_moves_alone(
+    client: AsyncTestClient[Litestar],
+    settings: Settings,
+    db: asyncpg.Connection,
+    crm: FakeHTTPServer,
+) -> None:
+    await destination(client, crm)
+    await route(client)
+    # One commit batch of three events (as the webhook group commit stores them under load).
+    bodies = [stripe_event("customer.updated", obj={"id": f"cus_{i}"}) for i in range(3)]
+    events = [
+        IncomingEvent(
+            provider="stripe",
+            event_id=json.loads(b)["id"],
+            event_type="customer.updated",
+            raw_body=b,
+            payload_json=b.decode(),
+            signature=None,
+        )
+        for b in bodies
+    ]
+    stored = await load_routes(Connection(db))
+    rows = [(uuid.uuid4(), e, True) for e in events]
+    deliveries = [
+        (event_id, uuid.uuid4(), r)
+        for event_id, e, _ in rows
+        for r in router().routes_for(stored, "stripe", e.event_type, {})
+    ]
+    await store_events(Connection(db), rows, deliveries, stored.version)
+    [job] = await db.fetch("SELECT id, args FROM procrastinate_jobs")
+    assert json.loads(job["args"])["delivery_ids"] == [str(d) for _, d, _ in deliveries]
+    crm.script(Reply(status=200), Reply(status=503), Reply(status=200))
+    async with running_worker(settings):
+        for event_id, _, _ in rows:
+            assert await event_status(db, str(event_id), "delivered") == "delivered"
+    keys = [r.headers["idempotency-key"] for r in crm.requests]
+    assert len(keys) == 4
+    [retried] = [k for k in set(keys) if keys.count(k) == 2]
+    jobs = {
+        str(r["id"]): r["job_id"]
+        for r in await db.fetch("SELECT id, job_id FROM webhook_deliveries")
+    }
+    # The one retried moved to a job of its own; the other two stayed with the group's.
+    assert jobs[retried] != job["id"]
+    assert sorted(jobs.values()) == sorted([job["id"], job["id"], jobs[retried]])
+    statuses = await db.fetch("SELECT status FROM procrastinate_jobs ORDER BY id")
+    assert [s["status"] for s in statuses][:1] == ["succeeded"]
