@@ -544,3 +544,89 @@ async def test_deliveries_that_arrive_together_share_a_job_and_a_retry_moves_alo
     assert sorted(jobs.values()) == sorted([job["id"], job["id"], jobs[retried]])
     statuses = await db.fetch("SELECT status FROM procrastinate_jobs ORDER BY id")
     assert [s["status"] for s in statuses][:1] == ["succeeded"]
+
+
+async def test_a_rate_limited_destination_waits_without_holding_a_slot(
+    client: AsyncTestClient[Litestar],
+    settings: Settings,
+    db: asyncpg.Connection,
+    crm: FakeHTTPServer,
+) -> None:
+    # The hostile (or just slow) destination: one delivery per 20 s. Its deliveries must not
+    # sit in the worker's only slot while the other destination's wait behind them.
+    await destination(client, crm, policy={"rate_per_second": 0.05})
+    await route(client)
+    with FakeHTTPServer() as erp:
+        await post(client, DESTINATIONS, {"name": "erp", "url": erp.url})
+        await post(
+            client,
+            ROUTES,
+            {"provider": "stripe", "event_types": ["invoice.*"], "destination": "erp"},
+        )
+        slow = [
+            await send_stripe(client, stripe_event("customer.updated", obj={"id": f"cus_{i}"}))
+            for i in range(4)
+        ]
+        fast = [
+            await send_stripe(client, stripe_event("invoice.created", obj={"id": f"in_{i}"}))
+            for i in range(4)
+        ]
+        one_slot = make_settings(
+            settings.database.url.get() if settings.database.url else None,
+            INKPASS_INTERNAL_URL=settings.inkpass.url,
+            WORKER_CONCURRENCY_WEBHOOKS="1",
+        )
+        async with running_worker(one_slot):
+            for event_id in fast:
+                assert await event_status(db, event_id, "delivered") == "delivered"
+            waiting = await db.fetch(
+                "SELECT d.attempt_count, d.last_error FROM webhook_deliveries d "
+                "WHERE d.target_service = 'crm' AND d.status <> 'success'"
+            )
+        assert len(erp.requests) == 4
+    assert len(crm.requests) == 1  # one turn in the first 20 s
+    assert len(waiting) == 3
+    # Waiting for a turn spends no attempt, and says why.
+    assert {w["attempt_count"] for w in waiting} == {0}
+    assert all("rate limited" in (w["last_error"] or "") for w in waiting)
+    statuses = await db.fetch(
+        "SELECT status FROM webhook_events WHERE id = ANY($1::uuid[])", [uuid.UUID(e) for e in slow]
+    )
+    assert sorted(s["status"] for s in statuses) == [
+        "delivered",
+        "received",
+        "received",
+        "received",
+    ]
+
+
+async def test_an_open_circuit_stops_calls_without_spending_attempts(
+    client: AsyncTestClient[Litestar],
+    settings: Settings,
+    db: asyncpg.Connection,
+    crm: FakeHTTPServer,
+) -> None:
+    policy = {
+        "circuit_failures": 2,
+        "circuit_cooldown_seconds": 60,
+        "max_attempts": 10,
+        "backoff_base_seconds": 0.05,
+        "backoff_max_seconds": 0.1,
+    }
+    await destination(client, crm, policy=policy)
+    await route(client)
+    crm.script(*[Reply(status=503)] * 10)
+    event_id = await send_stripe(client, stripe_event("customer.updated"))
+    async with running_worker(settings):
+        await wait_for_value(
+            db,
+            "SELECT last_error FROM webhook_deliveries",
+            until=lambda e: e is not None and "circuit" in e,
+            within=15,
+        )
+    # Two failures opened it; nothing more was sent, and no attempt was spent while it is.
+    assert len(crm.requests) == 2
+    row = await db.fetchrow("SELECT attempt_count, status FROM webhook_deliveries")
+    assert row is not None
+    assert (row["attempt_count"], row["status"]) == (2, "dispatched")
+    assert await event_status(db, event_id, "received") == "received"
