@@ -1,7 +1,9 @@
 """Dev only: a local inkpass stand-in, so the README's Stripe example ends `delivered`.
 
 `mimic run` starts it on the default INKPASS_INTERNAL_URL's port when that variable is unset.
-It answers 200 to every billing call and logs the path, Idempotency-Key and event type.
+It answers 200 to every billing call and logs the path, Idempotency-Key and event type. It
+also takes any POST under ``/hooks/``, as a second service to try a route against (the
+README's example), and logs what arrived.
 """
 
 from __future__ import annotations
@@ -31,5 +33,21 @@ async def billing_call(kind: str, request: Request[Any, Any, Any]) -> dict[str, 
     return {"ok": True}
 
 
+@post("/hooks/{rest:path}", status_code=200)
+async def any_hook(rest: str, request: Request[Any, Any, Any]) -> dict[str, bool]:
+    headers = request.headers
+    logger.info(
+        "stand-in service: POST /hooks%s webhook-id=%s signed=%s event_type=%s (%d bytes)",
+        rest,
+        headers.get("webhook-id") or headers.get("idempotency-key"),
+        "yes" if headers.get("webhook-signature") else "no",
+        headers.get("x-mimic-event-type"),
+        len(await request.body()),
+    )
+    return {"ok": True}
+
+
 def standin_app() -> Litestar:
-    return Litestar(route_handlers=[billing_call], openapi_config=None, logging_config=None)
+    return Litestar(
+        route_handlers=[billing_call, any_hook], openapi_config=None, logging_config=None
+    )

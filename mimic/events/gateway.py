@@ -604,6 +604,32 @@ async def put_config_route(conn: Connection, route_id: uuid.UUID, data: RouteIn)
     await _write_route(conn, route_id, data, "config")
 
 
+async def rotate_secrets(db: Database, keyring: Keyring) -> int:
+    """Re-seal every destination's API key and signing secrets under the current encryption
+    key (`mimic rotate-keys`); returns how many destinations changed."""
+    current = keyring.current_key_id
+    changed = 0
+    async with db.transaction() as conn:
+        for record in await conn.fetch(queries["destinations_to_rotate"], current):
+            row = _row_of(record)
+            if row.api_key_key_id and row.api_key_nonce and row.api_key_ciphertext:
+                sealed = Sealed(row.api_key_key_id, row.api_key_nonce, row.api_key_ciphertext)
+                value = keyring.open(sealed, _aad(row.name, "api_key")).decode()
+                assert row.api_key_header is not None
+                _set_api_key(row, keyring, row.api_key_header, value)
+            resealed = []
+            for s in row.signing_secrets:
+                secret = _open(
+                    keyring, row.name, "signing", s["key_id"], s["nonce"], s["ciphertext"]
+                )
+                fresh = _seal_secret(keyring, row.name, secret)
+                resealed.append({**s, **{k: fresh[k] for k in ("key_id", "nonce", "ciphertext")}})
+            row.signing_secrets = resealed
+            await _write(conn, row, replace=True)
+            changed += 1
+    return changed
+
+
 async def sync_settings_destination(db: Database, settings: Settings) -> None:
     """Show the URL this process delivers to inkpass at (its settings define it). Best
     effort: only what the API shows depends on it, and an API must start (and say on /readyz

@@ -416,6 +416,13 @@ RETURNING (SELECT count(*) FROM routes) AS routes
 -- Serialise writers of the whole configuration (the routes file's sync).
 SELECT version FROM gateway_version FOR UPDATE
 
+-- name: destinations_to_rotate
+-- Destinations with a secret sealed under another key than $1, locked.
+SELECT * FROM gateway_destinations
+ WHERE api_key_key_id <> $1
+    OR EXISTS (SELECT 1 FROM jsonb_array_elements(signing_secrets) s WHERE s->>'key_id' <> $1)
+   FOR UPDATE
+
 -- name: destination_exists
 -- A destination a route is about to refer to, kept from being deleted until the route is in.
 SELECT 1 FROM gateway_destinations WHERE name = $1 FOR KEY SHARE

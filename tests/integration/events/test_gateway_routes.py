@@ -3,6 +3,7 @@ to local destinations that check what they receive as a consumer would."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import uuid
@@ -18,8 +19,9 @@ from svix.webhooks import Webhook as SvixWebhook
 
 from mimic.app import create_app, router
 from mimic.core.db import Connection
+from mimic.core.deps import open_deps
 from mimic.core.settings import Settings
-from mimic.events.gateway import load_routes
+from mimic.events.gateway import load_routes, rotate_secrets
 from mimic.events.repository import store_events
 from mimic.events.schemas import IncomingEvent
 from tests.fakes import FakeHTTPServer, Received, Reply
@@ -630,3 +632,38 @@ async def test_an_open_circuit_stops_calls_without_spending_attempts(
     assert row is not None
     assert (row["attempt_count"], row["status"]) == (2, "dispatched")
     assert await event_status(db, event_id, "received") == "received"
+
+
+async def test_rotating_the_encryption_key_reseals_destination_secrets(
+    client: AsyncTestClient[Litestar],
+    settings: Settings,
+    db: asyncpg.Connection,
+    crm: FakeHTTPServer,
+) -> None:
+    made = await destination(client, crm, signing=True, api_key={"value": "crm-key-0123456789"})
+    await route(client)
+    old = TEST_SECRETS["MIMIC_ENCRYPTION_KEYS"]
+    new = "k2:" + base64.b64encode(b"n" * 32).decode()
+    url = settings.database.url.get() if settings.database.url else None
+    both = make_settings(
+        url, INKPASS_INTERNAL_URL=settings.inkpass.url, MIMIC_ENCRYPTION_KEYS=f"{new},{old}"
+    )
+    async with open_deps(both) as deps:
+        assert await rotate_secrets(deps.db, deps.keyring) == 1
+        assert await rotate_secrets(deps.db, deps.keyring) == 0  # nothing left to re-seal
+    row = await db.fetchrow(
+        "SELECT api_key_key_id, signing_secrets::text FROM gateway_destinations WHERE name = 'crm'"
+    )
+    assert row is not None
+    assert row["api_key_key_id"] == "k2"
+    assert {s["key_id"] for s in json.loads(row["signing_secrets"])} == {"k2"}
+    # Only the new key now: deliveries still carry the same API key and signature.
+    only_new = make_settings(
+        url, INKPASS_INTERNAL_URL=settings.inkpass.url, MIMIC_ENCRYPTION_KEYS=new
+    )
+    event_id = await send_stripe(client, stripe_event("customer.updated"))
+    async with running_worker(only_new):
+        assert await event_status(db, event_id, "delivered") == "delivered"
+    [request] = crm.requests
+    verify(made["signing_secret"], request)
+    assert request.headers["x-api-key"] == "crm-key-0123456789"
