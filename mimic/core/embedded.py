@@ -56,7 +56,7 @@ def _server_module() -> Any:
 
 def bin_dir() -> pathlib.Path:
     """Where the embedded wheel keeps PostgreSQL's programs (pg_ctl, pgbench, pg_basebackup)."""
-    return pathlib.Path(_server_module().POSTGRES_BIN_PATH)
+    return pathlib.Path(_server_module()._commands.POSTGRES_BIN_PATH)
 
 
 def start_embedded(data_dir: str) -> str:

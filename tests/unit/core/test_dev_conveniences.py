@@ -71,3 +71,11 @@ def test_an_expected_job_error_is_one_line_without_traceback(
     assert expected.endswith("Job ended: Error, to retry (no SMTP server at localhost:1025)")
     assert "Traceback" not in expected
     assert "Traceback" in unexpected  # a real bug keeps its traceback
+
+
+def test_the_embedded_wheel_ships_the_programs_the_bench_and_tools_use() -> None:
+    # make bench runs pgbench from here (the reference), and a standby needs pg_basebackup.
+    from mimic.core.embedded import bin_dir
+
+    for program in ("pg_ctl", "pgbench", "pg_basebackup"):
+        assert (bin_dir() / program).is_file(), program
