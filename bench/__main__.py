@@ -5,12 +5,14 @@ Everything runs on this machine over loopback: a fresh embedded Postgres, `mimic
 process). They all share the machine's cores, so the figures are for the whole system on
 one box, not for the API alone.
 
-Routing is compared with a reference measured in the same run: stock procrastinate running
-no-op jobs (bench/noop.py) at the same concurrency, on the same database. Transactions per job
-are read from pg_stat_database (every Mimic worker statement runs in autocommit, so for Mimic
-this is also its SQL round trips per delivery).
+Routing is compared with a reference measured in the same run: procrastinate running no-op
+jobs (bench/noop.py), tuned as a careful operator would and stock, at the same concurrency, on
+the same database, at each backlog size, every table ANALYZEd after its fill (bench/routing.py
+says how). Transactions per job are read from pg_stat_database (every Mimic worker statement
+runs in autocommit, so for Mimic this is also its SQL round trips per delivery).
 
-  python -m bench [--requests 5000] [--concurrency 16] [--e2e 300]
+  python -m bench [--phases email,webhooks] [--backlogs 5000,100000] [--requests 5000]
+                  [--concurrency 16] [--e2e 300]
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from bench.email import SmtpCounter, accept_sends, reference, reference_in_own_p
 from bench.ingest import CLEANUP as PGBENCH_CLEANUP
 from bench.ingest import peak_rss_mb, pgbench_tps
 from bench.load import SECRET, Connection, signed_request
+from bench.routing import ANALYZE, DELIVERIES_LEFT, execute, routing_phase
 from mimic.core.embedded import start_embedded
 from mimic.core.migrate import load_steps, migrate
 from mimic.core.pagination import encode_cursor
@@ -218,24 +221,6 @@ async def measure_drain(
         await conn.close()
 
 
-async def defer_noops(dsn: str, count: int) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(
-            """
-            SELECT procrastinate_defer_jobs_v1(ARRAY(
-                SELECT ROW($1, $2, 0, NULL, NULL, jsonb_build_object('n', n), NULL)
-                       ::procrastinate_job_to_defer_v1
-                  FROM generate_series(1, $3) AS n))
-            """,
-            "bench_noop",
-            "bench.noop",
-            count,
-        )
-    finally:
-        await conn.close()
-
-
 async def ingest_only(port: int, requests: int, concurrency: int) -> None:
     """A backlog of signed webhooks through the API, not timed."""
     await load(port, requests, concurrency)
@@ -342,52 +327,34 @@ async def main(args: argparse.Namespace) -> None:
             await email_phase(dsn, env, api_port, smtp, args.emails, concurrency)
         if "ingest" in args.phases and "webhooks" not in args.phases:
             await ingest_phase(dsn, api_port, args)
-        if "webhooks" not in args.phases:
+        if "webhooks" not in args.phases and "routing" not in args.phases:
             print(f"peak RSS: mimic api {peak_rss_mb(api.pid):.0f} MB (target <= 150)")
             return
-        print(f"phase 0: the reference, procrastinate alone, concurrency {concurrency}")
-        references: dict[str, Drain] = {}
-        for mode in ("stock", "tuned"):
-            await defer_noops(dsn, args.requests)
-            command = [sys.executable, "-m", "bench.noop", f"--concurrency={concurrency}"]
-            drain, noop = await measure_drain(
-                dsn, "bench_noop", [*command, "--tuned"] if mode == "tuned" else command, env
-            )
-            noop.terminate()
-            noop.wait(timeout=30)
-            references[mode] = drain
-            print(
-                f"  reference, procrastinate no-op jobs, {mode} pool: {drain.jobs} jobs at "
-                f"{drain.rate:.0f} jobs/s; {drain.xacts_per_job:.1f} transactions/job"
-            )
-        reference = references["stock"]
-        await ingest_phase(dsn, api_port, args)
-
-        print(f"phase 2: routing that backlog, concurrency {concurrency} per worker process")
-        one, worker = await measure_drain(
-            dsn, "webhooks", [sys.executable, "-m", "mimic", "worker"], env
+        if "webhooks" in args.phases:
+            await ingest_phase(dsn, api_port, args)
+        sizes = [int(n) for n in args.backlogs.split(",")]
+        rates = await routing_phase(
+            dsn, env, api_port, sizes, concurrency, measure_drain, ingest_only
         )
-        print(
-            f"  mimic worker, 1 process: {one.jobs} deliveries at {one.rate:.0f} deliveries/s "
-            f"= {one.rate / reference.rate:.2f} x stock procrastinate (target >= 0.80), "
-            f"{one.rate / references['tuned'].rate:.2f} x procrastinate on Mimic's pool; "
-            f"{one.xacts_per_job:.1f} transactions (SQL round trips) per delivery"
+        if "webhooks" not in args.phases:
+            return
+        await ingest_only(api_port, sizes[0], args.concurrency)
+        await execute(dsn, ANALYZE)
+        two, worker = await measure_drain(
+            dsn,
+            "webhooks",
+            [sys.executable, "-m", "mimic", "worker", "--processes", "2"],
+            env,
+            DELIVERIES_LEFT,
         )
         worker.terminate()
         worker.wait(timeout=30)
         worker = None
-        await ingest_only(api_port, args.requests, args.concurrency)
-        two, worker = await measure_drain(
-            dsn, "webhooks", [sys.executable, "-m", "mimic", "worker", "--processes", "2"], env
-        )
         print(
-            f"  mimic worker --processes 2: {two.jobs} deliveries at {two.rate:.0f} deliveries/s "
-            f"= {two.rate / one.rate:.2f} x one process"
+            f"  mimic worker --processes 2: {two.jobs} deliveries at {two.rate:.0f} "
+            f"deliveries/s = {two.rate / rates[sizes[0]]:.2f} x one process"
         )
-        print(
-            f"peak RSS: mimic api {peak_rss_mb(api.pid):.0f} MB, mimic worker "
-            f"{one.rss_mb:.0f} MB (target <= 150 each)"
-        )
+        print(f"peak RSS: mimic api {peak_rss_mb(api.pid):.0f} MB (target <= 150 each)")
 
         # measure_drain stopped the workers (to count their transactions): one for latency.
         worker = subprocess.Popen([sys.executable, "-m", "mimic", "worker"], env=env)
@@ -505,7 +472,12 @@ if __name__ == "__main__":
     parser.add_argument(
         "--phases",
         default="email,webhooks",
-        help="comma list: email (send rate), ingest (against pgbench), webhooks (ingest, "
-        "routing, latency, lists)",
+        help="comma list: email (send rate), ingest (against pgbench), routing (against "
+        "procrastinate, at each backlog size), webhooks (ingest, routing, latency, lists)",
+    )
+    parser.add_argument(
+        "--backlogs",
+        default="5000,100000",
+        help="comma list of queued deliveries (and no-op jobs) the routing phase drains",
     )
     asyncio.run(main(parser.parse_args()))

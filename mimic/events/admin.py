@@ -9,7 +9,7 @@ from typing import Any
 
 from mimic.core.db import Connection, Database
 from mimic.core.errors import BadRequest, Conflict, NotFound
-from mimic.core.jobs import QUEUE_MAINTENANCE, QUEUE_WEBHOOKS, JobToDefer, defer_jobs
+from mimic.core.jobs import QUEUE_MAINTENANCE, JobToDefer, defer_jobs
 from mimic.core.pagination import after, aware, page
 from mimic.events import repository
 from mimic.events.gateway import route_set
@@ -135,13 +135,7 @@ async def retry_delivery(db: Database, delivery_id: uuid.UUID) -> Retried:
 
 
 async def _retry(conn: Connection, rows: list[repository.Retryable]) -> list[int]:
-    job_ids = await defer_jobs(
-        conn,
-        [
-            JobToDefer(task_name=r.task_name, queue=QUEUE_WEBHOOKS, args={"delivery_id": str(r.id)})
-            for r in rows
-        ],
-    )
+    job_ids = await repository.defer_deliveries(conn, [(r.id, r.task_name) for r in rows])
     await repository.reset_deliveries(conn, [r.id for r in rows], job_ids)
     return job_ids
 

@@ -420,7 +420,8 @@ async def run_deliveries(
     ids = [uuid.UUID(i) for i in delivery_ids]
     job = current_job_id()
     claimed = await repository.claim_deliveries(deps.db, [(i, job) for i in ids])
-    contexts = [c for c in claimed.values() if isinstance(c, DeliveryContext)]
+    # In the job's order (oldest first), which is the order their turns are taken in.
+    contexts = [c for i in ids if isinstance(c := claimed.get(i), DeliveryContext)]
 
     async def one(context: DeliveryContext) -> DeliveryStatus | None:
         try:

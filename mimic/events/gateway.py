@@ -11,6 +11,7 @@ the destination's name as associated data, and never leave in an answer: only th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import json
@@ -26,7 +27,6 @@ import msgspec
 from mimic.core.crypto import Keyring, Sealed
 from mimic.core.db import Connection, Database, load_queries
 from mimic.core.errors import BadRequest, Conflict, MimicError, NotFound
-from mimic.core.jobs import QUEUE_WEBHOOKS, JobToDefer, defer_jobs
 from mimic.core.settings import Settings
 from mimic.events import repository
 from mimic.events.routes import (
@@ -180,11 +180,14 @@ class Destinations:
         self._settings, self._keyring = settings, keyring
         self.version = -1
         self._by_name: dict[str, Destination] = {}
+        self._reading = asyncio.Lock()
 
     async def get(self, db: Database, name: str, version: int) -> Destination | None:
         """The destination as of ``version`` or later (None: it no longer exists)."""
-        if version != self.version:
-            await self.reload(db)
+        if version > self.version:
+            async with self._reading:  # one read for every attempt that finds it stale
+                if version > self.version:
+                    await self.reload(db)
         return self._by_name.get(name)
 
     async def reload(self, db: Database) -> None:
@@ -537,16 +540,8 @@ async def requeue_paused(db: Database, name: str) -> int:
         async with db.transaction() as conn:
             rows = await repository.lock_paused(conn, name, RESUME_BATCH)
             if rows:
-                job_ids = await defer_jobs(
-                    conn,
-                    [
-                        JobToDefer(
-                            task_name=r.task_name,
-                            queue=QUEUE_WEBHOOKS,
-                            args={"delivery_id": str(r.id)},
-                        )
-                        for r in rows
-                    ],
+                job_ids = await repository.defer_deliveries(
+                    conn, [(r.id, r.task_name) for r in rows]
                 )
                 await repository.unpause(conn, [r.id for r in rows], job_ids)
         total += len(rows)

@@ -16,7 +16,6 @@ import msgspec
 from mimic.core.batching import GroupCommit, group_commit
 from mimic.core.db import Connection, Database
 from mimic.core.errors import BadRequest, InvalidInput, ServiceUnavailable
-from mimic.core.jobs import QUEUE_WEBHOOKS, JobToDefer, defer_jobs
 from mimic.events import repository
 from mimic.events.gateway import route_set
 from mimic.events.routes import Router, RouteSet
@@ -117,20 +116,12 @@ async def _store(
 async def enqueue_routes(
     conn: Connection, event_uuid: uuid.UUID, routes: Sequence[Route]
 ) -> list[uuid.UUID]:
-    """One delivery and one job per route, on the caller's transaction (a replay)."""
+    """One delivery per route and their jobs, on the caller's transaction (a replay)."""
     deliveries = [(event_uuid, uuid.uuid4(), route) for route in routes]
     if not deliveries:
         return []
-    job_ids = await defer_jobs(
-        conn,
-        [
-            JobToDefer(
-                task_name=route.task_name,
-                queue=QUEUE_WEBHOOKS,
-                args={"delivery_id": str(delivery_id)},
-            )
-            for _, delivery_id, route in deliveries
-        ],
+    job_ids = await repository.defer_deliveries(
+        conn, [(delivery_id, route.task_name) for _, delivery_id, route in deliveries]
     )
     await repository.insert_deliveries(conn, deliveries, job_ids)
     return [delivery_id for _, delivery_id, _ in deliveries]

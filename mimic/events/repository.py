@@ -12,7 +12,7 @@ import asyncpg
 import msgspec
 
 from mimic.core.db import Connection, Database, as_struct, as_structs, load_queries
-from mimic.core.jobs import QUEUE_WEBHOOKS
+from mimic.core.jobs import QUEUE_WEBHOOKS, JobToDefer, defer_jobs
 from mimic.events.schemas import (
     BulkRetryOut,
     BulkRetryStatus,
@@ -80,6 +80,38 @@ async def store_events(
             (row["provider"], row["event_id"]): row["id"] for row in rows if row["kind"] == "old"
         },
     )
+
+
+async def defer_deliveries(
+    conn: Connection, deliveries: Sequence[tuple[uuid.UUID, str]]
+) -> list[int]:
+    """Jobs for (delivery id, task name) pairs, on the caller's transaction: those of one task
+    share a job, up to GROUP_MAX each (as at ingest). Returns each delivery's job
+    id, in order."""
+    groups: dict[str, list[list[uuid.UUID]]] = {}
+    for delivery_id, task in deliveries:
+        chunks = groups.setdefault(task, [[]])
+        if len(chunks[-1]) == GROUP_MAX:
+            chunks.append([])
+        chunks[-1].append(delivery_id)
+    planned = [(task, chunk) for task, chunks in groups.items() for chunk in chunks]
+    job_ids = await defer_jobs(
+        conn,
+        [
+            JobToDefer(
+                task_name=task,
+                queue=QUEUE_WEBHOOKS,
+                args=(
+                    {"delivery_id": str(chunk[0])}
+                    if len(chunk) == 1
+                    else {"delivery_ids": [str(d) for d in chunk]}
+                ),
+            )
+            for task, chunk in planned
+        ],
+    )
+    owner = {d: job for (_, chunk), job in zip(planned, job_ids, strict=True) for d in chunk}
+    return [owner[delivery_id] for delivery_id, _ in deliveries]
 
 
 async def find_event_ids(
