@@ -6,7 +6,7 @@ SHELL := /bin/bash
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN = $(UV) run --frozen --extra embedded
 
-.PHONY: help uv install run api worker migrate test check-pythons lint format bench jobs keys events replay retry mail check-packaging api-conformance browser clean
+.PHONY: help uv install run api worker migrate test check-pythons lint format bench jobs keys events destinations routes replay retry mail check-packaging api-conformance browser clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -70,6 +70,12 @@ keys: install ## tenant API keys, e.g. make keys ARGS="create --tenant acme" (li
 
 events: install ## stored events via the admin API, e.g. make events ARGS="provider=stripe status=failed"
 	$(RUN) mimic events $(ARGS)
+
+destinations: install ## gateway destinations via the admin API, e.g. make destinations ARGS="pause crm" (default: list)
+	$(RUN) mimic destinations $(or $(ARGS),list)
+
+routes: install ## gateway routes via the admin API, e.g. make routes ARGS="test --event-id <uuid>" (default: list)
+	$(RUN) mimic routes $(or $(ARGS),list)
 
 replay: install ## route an event again, make replay EVENT=<event uuid>
 	@test -n "$(EVENT)" || { echo "usage: make replay EVENT=<event uuid from make events>"; exit 2; }

@@ -8,6 +8,7 @@ import cmd
 import json
 import logging
 import os
+import pathlib
 import signal
 import sys
 import threading
@@ -116,19 +117,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate_keys(_: argparse.Namespace) -> int:
-    """Re-encrypt every BYOK credential under the first key of MIMIC_ENCRYPTION_KEYS."""
+    """Re-encrypt every BYOK credential and every destination's API key and signing secrets
+    under the first key of MIMIC_ENCRYPTION_KEYS."""
     from mimic.core.deps import open_deps
     from mimic.email.credentials import rotate_credentials
+    from mimic.events.gateway import rotate_secrets
 
     settings = _prepare(wait=False)
 
-    async def rotate() -> int:
+    async def rotate() -> tuple[int, int]:
         async with open_deps(settings) as deps:
-            return await rotate_credentials(deps.db, deps.keyring)
+            credentials = await rotate_credentials(deps.db, deps.keyring)
+            return credentials, await rotate_secrets(deps.db, deps.keyring)
 
-    count = asyncio.run(rotate())
+    credentials, destinations = asyncio.run(rotate())
     key_id = settings.email.encryption_keys[0].key_id
-    print(f"mimic: re-encrypted {count} credential(s) with key {key_id!r}")
+    print(f"mimic: re-encrypted {credentials} credential(s) with key {key_id!r}")
+    print(f"mimic: re-encrypted the secrets of {destinations} destination(s) with key {key_id!r}")
     return 0
 
 
@@ -257,6 +262,259 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return _api("POST", f"/api/v1/gateway/webhooks/deliveries/{args.delivery}/retry")
 
 
+class UsageError(Exception):
+    """Bad input on the command line: one line, exit 2, nothing sent."""
+
+
+DESTINATIONS = "/api/v1/gateway/destinations"
+ROUTES = "/api/v1/gateway/routes"
+#: --option -> the destination policy's field.
+POLICY_OPTIONS = {
+    "timeout": "timeout_seconds",
+    "max_attempts": "max_attempts",
+    "backoff_base": "backoff_base_seconds",
+    "backoff_max": "backoff_max_seconds",
+    "rate": "rate_per_second",
+    "circuit_failures": "circuit_failures",
+}
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    found = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"{what} takes NAME=VALUE, got {item!r}")
+        found[name] = value
+    return found
+
+
+def _destination_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if args.url is not None:
+        body["url"] = args.url
+    if args.header:
+        body["headers"] = _pairs(args.header, "--header")
+    if args.api_key_env is not None:
+        value = os.environ.get(args.api_key_env)
+        if not value:
+            raise UsageError(f"--api-key-env: {args.api_key_env} is unset or empty")
+        body["api_key"] = {"value": value, "header": args.api_key_header}
+    elif getattr(args, "no_api_key", False):
+        body["api_key"] = None
+    if args.signing is not None:
+        body["signing"] = args.signing
+    policy = {
+        field: getattr(args, option)
+        for option, field in POLICY_OPTIONS.items()
+        if getattr(args, option) is not None
+    }
+    if policy:
+        body["policy"] = policy
+    return body
+
+
+def _route_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for name in ("provider", "destination", "name", "path", "body"):
+        value = getattr(args, name, None)
+        if value is not None:
+            body[name] = value
+    if args.events is not None:
+        body["event_types"] = [t.strip() for t in args.events.split(",") if t.strip()]
+    conditions: list[Any] = []
+    for path, value in _pairs(args.where, "--where").items():
+        conditions.append({"path": path, "op": "eq", "value": value})
+    for raw in args.filter:
+        try:
+            conditions.append(json.loads(raw))
+        except json.JSONDecodeError:
+            raise UsageError(f"--filter takes a JSON condition, got {raw!r}") from None
+    if conditions:
+        body["filter"] = conditions
+    if args.enabled is not None:
+        body["enabled"] = args.enabled
+    return body
+
+
+def _payload(raw: str) -> Any:
+    try:
+        text = pathlib.Path(raw[1:]).read_text() if raw.startswith("@") else raw
+        return json.loads(text)
+    except OSError as exc:
+        raise UsageError(f"--payload: cannot read {raw[1:]}: {exc.strerror}") from None
+    except json.JSONDecodeError:
+        raise UsageError("--payload takes a JSON object, or @file") from None
+
+
+def cmd_destinations(args: argparse.Namespace) -> int:
+    name = getattr(args, "name", None)
+    try:
+        if args.action == "list":
+            return _api("GET", DESTINATIONS)
+        if args.action == "show":
+            return _api("GET", f"{DESTINATIONS}/{name}")
+        if args.action == "create":
+            return _api("POST", DESTINATIONS, json={"name": name, **_destination_body(args)})
+        if args.action == "update":
+            return _api("PATCH", f"{DESTINATIONS}/{name}", json=_destination_body(args))
+        if args.action == "delete":
+            params = {"force": "true"} if args.force else {}
+            return _api("DELETE", f"{DESTINATIONS}/{name}", params=params)
+        if args.action == "rotate-secret":
+            body = {"previous_valid_seconds": args.previous_valid_seconds}
+            return _api("POST", f"{DESTINATIONS}/{name}/rotate-secret", json=body)
+        return _api("POST", f"{DESTINATIONS}/{name}/{args.action}")  # pause, resume, disable
+    except UsageError as exc:
+        print(f"mimic: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    try:
+        if args.action == "list":
+            filters = {k: v for k in ("destination", "provider") if (v := getattr(args, k))}
+            return _api("GET", ROUTES, params=filters)
+        if args.action == "show":
+            return _api("GET", f"{ROUTES}/{args.id}")
+        if args.action == "create":
+            return _api("POST", ROUTES, json=_route_body(args))
+        if args.action == "update":
+            return _api("PATCH", f"{ROUTES}/{args.id}", json=_route_body(args))
+        if args.action == "delete":
+            return _api("DELETE", f"{ROUTES}/{args.id}")
+        body: dict[str, Any] = {}
+        if args.event_id:
+            body["event_id"] = args.event_id
+        else:
+            if not (args.provider and args.payload):
+                raise UsageError("routes test takes --event-id, or --provider and --payload")
+            body = {"provider": args.provider, "payload": _payload(args.payload)}
+            if args.event_type:
+                body["event_type"] = args.event_type
+        return _api("POST", f"{ROUTES}/test", json=body)
+    except UsageError as exc:
+        print(f"mimic: {exc}", file=sys.stderr)
+        return 2
+
+
+def _destination_options(parser: argparse.ArgumentParser, *, create: bool) -> None:
+    parser.add_argument("name", help="the destination's name (a slug: crm, billing-eu)")
+    parser.add_argument("--url", required=create, help="base URL; a route's path is appended")
+    parser.add_argument(
+        "--header", action="append", default=[], help="a static header NAME=VALUE (repeatable)"
+    )
+    parser.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="send the API key held in this environment variable (never typed on the line)",
+    )
+    parser.add_argument("--api-key-header", default="X-API-Key", help="its header name")
+    if not create:
+        parser.add_argument("--no-api-key", action="store_true", help="remove the API key")
+    signing = parser.add_mutually_exclusive_group()
+    signing.add_argument(
+        "--signing",
+        dest="signing",
+        action="store_true",
+        default=None,
+        help="sign deliveries per Standard Webhooks (the secret is shown once)",
+    )
+    signing.add_argument("--no-signing", dest="signing", action="store_false", help="stop signing")
+    parser.add_argument("--timeout", type=float, help="seconds per attempt")
+    parser.add_argument("--max-attempts", type=int, help="attempts before failing for good")
+    parser.add_argument("--backoff-base", type=float, help="first retry delay, doubling")
+    parser.add_argument("--backoff-max", type=float, help="longest retry delay")
+    parser.add_argument("--rate", type=float, help="at most this many deliveries per second")
+    parser.add_argument(
+        "--circuit-failures", type=int, help="open a circuit after this many failed attempts"
+    )
+
+
+def _route_options(parser: argparse.ArgumentParser, *, create: bool) -> None:
+    if create:
+        parser.add_argument("--provider", required=True, choices=("stripe", "resend", "postmark"))
+    parser.add_argument(
+        "--events",
+        required=create,
+        help="event types, comma-separated: exact, a prefix like customer.subscription.*, or *",
+    )
+    parser.add_argument("--destination", required=create, help="the destination's name")
+    parser.add_argument("--name", help="a name for the route (a slug)")
+    parser.add_argument("--path", help="appended to the destination's URL")
+    parser.add_argument("--body", choices=("envelope", "event", "inkpass"), help="what is sent")
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="only events whose payload has VALUE at PATH (data.object.metadata.plan=pro)",
+    )
+    parser.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help='any condition: \'{"path": "...", "op": "in", "value": ["a", "b"]}\'',
+    )
+    enabled = parser.add_mutually_exclusive_group()
+    enabled.add_argument("--enabled", dest="enabled", action="store_true", default=None)
+    enabled.add_argument("--disabled", dest="enabled", action="store_false")
+
+
+def _gateway_parsers(sub: Any) -> None:
+    destinations = sub.add_parser(
+        "destinations", help="internal services that receive deliveries (the admin API)"
+    )
+    actions = destinations.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="every destination")
+    for action, text in (
+        ("show", "one destination"),
+        ("pause", "deliveries wait until resumed"),
+        ("resume", "send what waited, oldest first"),
+        ("disable", "new events no longer go to it"),
+    ):
+        actions.add_parser(action, help=text).add_argument("name")
+    _destination_options(actions.add_parser("create", help="a new destination"), create=True)
+    _destination_options(
+        actions.add_parser("update", help="change the options given"), create=False
+    )
+    delete = actions.add_parser("delete", help="delete a destination")
+    delete.add_argument("name")
+    delete.add_argument(
+        "--force",
+        action="store_true",
+        help="also delete its routes and fail its unfinished deliveries",
+    )
+    rotate = actions.add_parser("rotate-secret", help="a new signing secret (shown once)")
+    rotate.add_argument("name")
+    rotate.add_argument(
+        "--previous-valid-seconds",
+        type=int,
+        default=86_400,
+        help="how long the previous secret still signs (default a day)",
+    )
+    destinations.set_defaults(func=cmd_destinations)
+
+    routes = sub.add_parser("routes", help="which events go to which destination")
+    actions = routes.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="every route")
+    listing.add_argument("--destination")
+    listing.add_argument("--provider", choices=("stripe", "resend", "postmark"))
+    for action, text in (("show", "one route"), ("delete", "delete a route")):
+        actions.add_parser(action, help=text).add_argument("id", help="the route's id")
+    _route_options(actions.add_parser("create", help="a new route"), create=True)
+    update = actions.add_parser("update", help="change the options given")
+    update.add_argument("id", help="the route's id")
+    _route_options(update, create=False)
+    test = actions.add_parser("test", help="dry run: which routes match, what each would get")
+    test.add_argument("--event-id", help="a stored event's uuid")
+    test.add_argument("--provider", choices=("stripe", "resend", "postmark"))
+    test.add_argument("--payload", help="the event as JSON, or @file")
+    test.add_argument("--event-type", help="when the payload does not name it")
+    routes.set_defaults(func=cmd_routes)
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     """procrastinate's shell commands on Mimic's app (`mimic jobs list_jobs status=failed`,
     `mimic jobs retry 42`). Unlike `procrastinate shell`, a failure is one line on stderr and
@@ -343,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     event = sub.add_parser("event", help="one event with its deliveries")
     event.add_argument("event", help="Mimic's event uuid")
     event.set_defaults(func=cmd_event)
-    replay = sub.add_parser("replay", help="route an event again by today's routing table")
+    replay = sub.add_parser("replay", help="route an event again by today's routes")
     replay.add_argument("event", help="Mimic's event uuid")
     replay.set_defaults(func=cmd_replay)
     retry = sub.add_parser("retry", help="one more attempt for a failed delivery")
@@ -366,8 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     jobs.add_argument("words", nargs="+", help="a procrastinate shell command and its arguments")
     jobs.set_defaults(func=cmd_jobs)
+    _gateway_parsers(sub)
     sub.add_parser(
-        "rotate-keys", help="re-encrypt BYOK credentials with the newest encryption key"
+        "rotate-keys",
+        help="re-encrypt BYOK credentials and destinations' secrets with the newest key",
     ).set_defaults(func=cmd_rotate_keys)
     return parser
 
