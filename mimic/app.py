@@ -35,6 +35,7 @@ from litestar.types import (
 from mimic import __version__
 from mimic.billing import inkpass
 from mimic.billing.controller import BillingController
+from mimic.console.controller import console_routes
 from mimic.core.auth import document_limits
 from mimic.core.deps import Deps, open_deps
 from mimic.core.errors import ErrorBody, MimicError, TooManyRequests
@@ -284,6 +285,7 @@ def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litest
         *webhooks.webhook_routes(routing, dev=settings.is_dev),
         GatewayAdminController,
         *GATEWAY_CONFIG_CONTROLLERS,
+        *console_routes(settings),
         BillingController,
         *EMAIL_CONTROLLERS,
     ]

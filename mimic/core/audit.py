@@ -6,9 +6,12 @@ The only module that writes ``audit_log``.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
+
+import msgspec
 
 from mimic.core.db import Database, load_queries
 from mimic.core.errors import MimicError
@@ -49,6 +52,26 @@ Action = Literal[
     "create_checkout_session",
     "create_portal_session",
 ]
+
+
+class AuditEntry(msgspec.Struct, kw_only=True):
+    id: int
+    at: datetime.datetime
+    key_id: str
+    action: str
+    target_ids: list[str]
+    outcome: str
+    detail: dict[str, Any]
+
+
+async def list_entries(
+    db: Database, *, action: str | None, key_id: str | None, limit: int, before: int | None
+) -> list[AuditEntry]:
+    """The audit log, newest first (the console's view of it)."""
+    rows = await db.fetch_filtered(queries["list_audit"], action, key_id, limit, before)
+    return [
+        msgspec.convert({**dict(r), "detail": json.loads(r["detail"])}, AuditEntry) for r in rows
+    ]
 
 
 class Entry:

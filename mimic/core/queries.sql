@@ -121,3 +121,14 @@ SELECT mimic_try_send_token($1, $2::float8, $3::float8, $4::float8)
 -- WAL flush: a token lost in a crash is one request more, not worth a disk flush each.
 SELECT mimic_try_send_token($1, $2::float8, $3::float8, 0)
   FROM (SELECT set_config('synchronous_commit', 'off', true)) AS local_setting
+
+-- name: list_audit
+-- The audit log, newest first, by action and key if given; $4 is the last id of the page
+-- before (ids grow with time).
+SELECT id, at, key_id, action, target_ids, outcome, detail::text AS detail
+  FROM audit_log
+ WHERE ($1::text IS NULL OR action = $1)
+   AND ($2::text IS NULL OR key_id = $2)
+   AND ($4::bigint IS NULL OR id < $4)
+ ORDER BY id DESC
+ LIMIT $3

@@ -25,7 +25,6 @@ from mimic.core.deps import Deps
 from mimic.core.errors import BadRequest, NotFound, error_spec
 from mimic.core.keys import check_tenant
 from mimic.email import repository, suppression, tenants
-from mimic.email.addresses import validate_address
 from mimic.email.credentials import (
     CredentialIn,
     CredentialOut,
@@ -511,16 +510,7 @@ class SuppressionController(_Internal):
         scope = scope_of(request)
         async with audited(deps.db, scope.key_id, "add_suppression", [data.email]):
             tenant = scope.tenant(data.tenant_id)
-            if tenant is not None:
-                check_tenant(tenant)
-            address = validate_address(data.email, "email")
-            await suppression.add(
-                deps.db, tenant, [address], reason="manual", detail=data.detail or "added by hand"
-            )
-        found = await suppression.list_page(
-            deps.db, tenant, email_filter=address, limit=1, cursor=None
-        )
-        return found.items[0]
+            return await suppression.add_by_hand(deps.db, tenant, data.email, data.detail)
 
     @delete(
         "/{email:str}",

@@ -308,3 +308,7 @@ SELECT $1, (now() AT TIME ZONE 'UTC')::date, count(*) FROM notifications
  WHERE tenant_id = $1
    AND created_at >= ((now() AT TIME ZONE 'UTC')::date)::timestamp AT TIME ZONE 'UTC'
 ON CONFLICT (tenant_id, day) DO UPDATE SET sends = greatest(d.sends, excluded.sends)
+
+-- name: get_notification_body
+-- A notification's rendered bodies (the console shows them; NULL once purged).
+SELECT html, text, body_purged_at FROM notifications WHERE id = $1

@@ -90,3 +90,11 @@ async def list_notifications(
         as_structs(rows, NotificationSummary), limit, lambda n: (n.created_at, n.id)
     )
     return Page(items=items, next_cursor=next_cursor)
+
+
+async def get_body(db: Database, notification_id: uuid.UUID) -> tuple[str | None, str | None]:
+    """A notification's rendered (html, text); (None, None) once purged or unknown."""
+    row = await db.fetchrow(queries["get_notification_body"], notification_id)
+    if row is None or row["body_purged_at"] is not None:
+        return None, None
+    return row["html"], row["text"]

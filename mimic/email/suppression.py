@@ -21,7 +21,9 @@ import msgspec
 from mimic.core import metrics
 from mimic.core.db import Database, as_structs
 from mimic.core.errors import Conflict, NotFound, Unprocessable
+from mimic.core.keys import check_tenant
 from mimic.core.pagination import decode_text_cursor, page
+from mimic.email.addresses import validate_address
 from mimic.email.repository import queries
 
 logger = logging.getLogger(__name__)
@@ -160,3 +162,16 @@ async def list_page(
     found = as_structs(rows, Suppression)
     items, next_cursor = page(found, limit, lambda s: (s.created_at, s.email))
     return SuppressionPage(items=items, next_cursor=next_cursor)
+
+
+async def add_by_hand(
+    db: Database, tenant_id: str | None, email: str, detail: str | None
+) -> Suppression:
+    """An operator suppresses an address (reason ``manual``): the admin API's and the
+    console's one path. Returns the entry."""
+    if tenant_id is not None:
+        check_tenant(tenant_id)
+    address = validate_address(email, "email")
+    await add(db, tenant_id, [address], reason="manual", detail=detail or "added by hand")
+    found = await list_page(db, tenant_id, email_filter=address, limit=1, cursor=None)
+    return found.items[0]

@@ -67,6 +67,11 @@ async def get_event(db: Database, event_id: str, provider: str | None) -> EventD
     return found
 
 
+async def raw_body(db: Database, event_uuid: uuid.UUID) -> bytes | None:
+    """The event's body as received (the signature was made over these bytes)."""
+    return await repository.get_raw_body(db, event_uuid)
+
+
 def parse_uuid(value: str, name: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)

@@ -490,3 +490,7 @@ UPDATE gateway_destinations d SET managed_by = 'api', updated_at = now()
   FROM gone g
  WHERE d.name = g.name AND d.name NOT IN (SELECT name FROM unused)
 RETURNING d.name
+
+-- name: get_raw_body
+-- An event's body as received (the console shows it).
+SELECT raw_body FROM webhook_events WHERE id = $1

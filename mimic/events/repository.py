@@ -288,6 +288,12 @@ async def _detail(db: Database, row: asyncpg.Record) -> EventDetail:
     return as_struct(fields, EventDetail)
 
 
+async def get_raw_body(db: Database, event_uuid: uuid.UUID) -> bytes | None:
+    """The event's body as received, byte for byte."""
+    raw: bytes | None = await db.fetchval(queries["get_raw_body"], event_uuid)
+    return raw
+
+
 async def lock_event(
     conn: Connection, event_uuid: uuid.UUID
 ) -> tuple[str, str, dict[str, Any]] | None:

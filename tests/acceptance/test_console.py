@@ -1,0 +1,183 @@
+"""The operator console, used as a person would: a real headless Chromium against a real server
+and a real worker, a local destination that fails and then works."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import asyncpg
+import httpx
+import pytest
+
+from mimic.app import create_app
+from mimic.core.settings import Settings
+from tests.acceptance.test_docs import CHROMIUM_FLAGS, chromium
+from tests.fakes import FakeHTTPServer, Reply
+from tests.helpers import (
+    TEST_SECRETS,
+    live_api,
+    make_settings,
+    running_worker,
+    stripe_event,
+    stripe_headers,
+    wait_for_value,
+)
+
+pytestmark = pytest.mark.skipif(
+    chromium() is None,
+    reason="no Chromium installed (apt-get install chromium; .ci/run installs it)",
+)
+ADMIN = TEST_SECRETS["MIMIC_API_KEYS"]
+
+
+async def test_an_operator_finds_replays_fixes_and_retries_in_the_console(
+    database_url: str, db: asyncpg.Connection, inkpass: FakeHTTPServer
+) -> None:
+    from playwright.async_api import async_playwright
+
+    settings = make_settings(
+        database_url, INKPASS_INTERNAL_URL=inkpass.url, DELIVERY_MAX_ATTEMPTS="1"
+    )
+    inkpass.script(Reply(status=500))  # the first call fails for good (one attempt)
+    app = create_app(settings)
+    async with live_api(settings, app) as url, async_playwright() as pw:
+        async with httpx.AsyncClient(base_url=url) as http:
+            body = stripe_event("invoice.paid", id="evt_console_1")
+            sent = await http.post(
+                "/api/v1/gateway/webhooks/stripe", content=body, headers=stripe_headers(body)
+            )
+            assert sent.status_code == 200
+        browser = await pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
+        page = await browser.new_page()
+        elsewhere: list[str] = []
+
+        async def same_origin_only(route, request) -> None:  # type: ignore[no-untyped-def]
+            if request.url.startswith(url) or request.url.startswith("about:"):
+                await route.continue_()
+            else:
+                elsewhere.append(request.url)
+                await route.abort()
+
+        await page.route("**/*", same_origin_only)
+
+        # Signed out, the console sends you to the sign-in form; a tenant-ish key is refused.
+        await page.goto(f"{url}/console/events")
+        assert page.url.endswith("/console/login")
+        await page.get_by_label("Admin API key").fill("not-a-key")
+        await page.get_by_role("button", name="Sign in").click()
+        assert await page.get_by_role("alert").text_content() is not None
+        await page.get_by_label("Admin API key").fill(ADMIN)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_url(f"{url}/console")
+        assert await page.get_by_role("heading", name="Overview, last 24 hours").count() == 1
+
+        async with running_worker(settings):
+            await wait_for_value(
+                db,
+                "SELECT status FROM webhook_events WHERE event_id = 'evt_console_1'",
+                until=lambda s: s == "failed",
+                within=15,
+            )
+
+            # Find the event by Stripe's id, open it: the failed delivery is there.
+            await page.get_by_role("link", name="Events").click()
+            await page.get_by_label("Provider's event id").fill("evt_console_1")
+            await page.get_by_role("button", name="Find").click()
+            await page.wait_for_url(re.compile(r".*/console/events/[0-9a-f-]{36}$"))
+            assert "evt_console_1" in (await page.locator("h1").text_content() or "")
+            assert await page.locator("text=HTTP 500").count() >= 1
+
+            # Dead letters: the delivery is listed for inkpass; inkpass is fixed; retry.
+            await page.get_by_role("link", name="Dead letters").click()
+            row = page.locator("tr", has_text="evt_console_1")
+            assert await row.count() == 1
+            inkpass.script()  # from now on inkpass answers 200
+            await row.get_by_role("button", name="Retry").click()
+            assert "queued again" in (await page.get_by_role("status").text_content() or "")
+            await wait_for_value(
+                db,
+                "SELECT status FROM webhook_events WHERE event_id = 'evt_console_1'",
+                until=lambda s: s == "delivered",
+                within=15,
+            )
+
+            # Replay, with its confirmation.
+            await page.goto(f"{url}/console/events?provider_event_id=evt_console_1")
+            await page.get_by_role("link", name="Replay…").click()
+            await page.get_by_role("button", name=re.compile("Yes, replay")).click()
+            assert "Replayed" in (await page.get_by_role("status").text_content() or "")
+            await inkpass.wait_for_requests(3)
+
+            # Pause and resume inkpass.
+            await page.goto(f"{url}/console/destinations/inkpass")
+            await page.get_by_role("button", name="Pause").click()
+            assert await page.locator(".status-paused").count() == 1
+            await page.get_by_role("button", name="Resume").click()
+            assert await page.locator(".status-active").count() == 1
+
+        # Suppress an address and take it off again.
+        await page.get_by_role("link", name="Suppressions").click()
+        await page.get_by_label("Address", exact=True).last.fill("gone@example.com")
+        await page.get_by_role("button", name="Suppress").click()
+        assert await page.locator("td", has_text="gone@example.com").count() == 1
+        await (
+            page.locator("tr", has_text="gone@example.com")
+            .get_by_role("button", name="Remove")
+            .click()
+        )
+        assert await page.locator("td", has_text="gone@example.com").count() == 0
+
+        # Every action is in the audit log, under the signed-in key.
+        await page.get_by_role("link", name="Audit log").click()
+        for action in ("retry", "replay", "pause_destination", "add_suppression"):
+            assert await page.locator("td", has_text=action).count() >= 1, action
+
+        # A form posted without its CSRF token is refused, and so is one after sign-out.
+        cookies = {c["name"]: c["value"] for c in await page.context.cookies()}
+        async with httpx.AsyncClient(base_url=url, cookies=cookies) as http:
+            forged = await http.post("/console/destinations/inkpass/pause", data={})
+            assert forged.status_code == 403
+        await page.get_by_role("button", name="Sign out").click()
+        await page.wait_for_url(f"{url}/console/login")
+        await page.goto(f"{url}/console/audit")
+        assert page.url.endswith("/console/login")
+        await browser.close()
+    assert elsewhere == []  # no request left for another host
+    paused = await db.fetchval("SELECT state FROM gateway_destinations WHERE name = 'inkpass'")
+    assert paused == "active"
+
+
+async def test_console_pages_carry_a_strict_policy_and_need_a_session(
+    settings: Settings,
+) -> None:
+    async with live_api(settings) as url, httpx.AsyncClient(base_url=url) as http:
+        login = await http.get("/console/login")
+        policy = login.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+        assert "frame-ancestors 'none'" in policy
+        away = await http.get("/console/events")
+        assert away.status_code == 303
+        assert away.headers["location"] == "/console/login"
+        signed = await http.post("/console/login", data={"key": ADMIN})
+        assert signed.status_code == 303
+        cookie = signed.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        assert "path=/console" in cookie
+        assert ADMIN.lower() not in cookie  # the cookie holds the key's id, sealed
+        pages = [
+            "/console",
+            "/console/events",
+            "/console/deliveries",
+            "/console/destinations",
+            "/console/routes/test",
+            "/console/email",
+            "/console/suppressions",
+            "/console/templates",
+            "/console/audit",
+        ]
+        for path in pages:
+            page = await http.get(path)
+            assert page.status_code == 200, (path, page.text[:300])
+            assert "<script>" not in page.text  # no inline script anywhere
+        await asyncio.sleep(0)
