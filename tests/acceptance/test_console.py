@@ -3,7 +3,6 @@ and a real worker, a local destination that fails and then works."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 import asyncpg
@@ -18,6 +17,7 @@ from tests.helpers import (
     TEST_SECRETS,
     live_api,
     make_settings,
+    new_key,
     running_worker,
     stripe_event,
     stripe_headers,
@@ -154,15 +154,23 @@ async def test_console_pages_carry_a_strict_policy_and_need_a_session(
     async with live_api(settings) as url, httpx.AsyncClient(base_url=url) as http:
         login = await http.get("/console/login")
         policy = login.headers["content-security-policy"]
-        assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+        assert "script-src 'self'" in policy
+        assert "unsafe-inline" not in policy
         assert "frame-ancestors 'none'" in policy
+        # A tenant key is a valid API key, but not for the console.
+        tenant_key = await new_key(settings, "acme")
+        refused = await http.post("/console/login", data={"key": tenant_key})
+        assert refused.status_code == 200
+        assert "tenant keys cannot sign in" in refused.text
+        assert "set-cookie" not in refused.headers
         away = await http.get("/console/events")
         assert away.status_code == 303
         assert away.headers["location"] == "/console/login"
         signed = await http.post("/console/login", data={"key": ADMIN})
         assert signed.status_code == 303
         cookie = signed.headers["set-cookie"].lower()
-        assert "httponly" in cookie and "samesite=strict" in cookie
+        assert "httponly" in cookie
+        assert "samesite=strict" in cookie
         assert "path=/console" in cookie
         assert ADMIN.lower() not in cookie  # the cookie holds the key's id, sealed
         pages = [
@@ -180,4 +188,42 @@ async def test_console_pages_carry_a_strict_policy_and_need_a_session(
             page = await http.get(path)
             assert page.status_code == 200, (path, page.text[:300])
             assert "<script>" not in page.text  # no inline script anywhere
-        await asyncio.sleep(0)
+        # The forms that only show something: a template preview, the routes' dry run, and a
+        # bulk retry's progress.
+        token = re.search(r'name="csrf" value="([^"]+)"', (await http.get("/console")).text)
+        assert token is not None
+        csrf = token.group(1)
+        preview = await http.post(
+            "/console/templates",
+            data={"csrf": csrf, "name": "welcome", "data": '{"name": "Ann", "login_url": "x"}'},
+        )
+        assert preview.status_code == 200
+        assert "sandbox srcdoc=" in preview.text
+        dry = await http.post(
+            "/console/routes/test",
+            data={"csrf": csrf, "provider": "stripe", "payload": '{"type": "invoice.paid"}'},
+        )
+        assert dry.status_code == 200
+        assert "stripe invoice.paid: 1 route(s)" in dry.text
+        bulk = await http.post("/console/deliveries/retry", data={"csrf": csrf, "target": ""})
+        assert bulk.status_code == 303
+        progress = await http.get(bulk.headers["location"])
+        assert progress.status_code == 200
+        assert "Bulk retry" in progress.text
+
+        # A message is shown in a sandboxed frame: no script, and the page's policy keeps
+        # remote images out.
+        sent = await http.post(
+            "/api/v1/notifications/email",
+            json={
+                "template": "welcome",
+                "to": ["ann@example.com"],
+                "data": {"name": "<b>Ann</b>", "login_url": "https://example.com/a"},
+            },
+            headers={"X-API-Key": ADMIN},
+        )
+        assert sent.status_code == 202, sent.text
+        shown = await http.get(f"/console/email/{sent.json()['id']}")
+        assert shown.status_code == 200
+        assert re.search(r"<iframe[^>]* sandbox srcdoc=", shown.text)
+        assert "&lt;b&gt;Ann" in shown.text or "&amp;lt;b&amp;gt;Ann" in shown.text
