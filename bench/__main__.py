@@ -275,6 +275,52 @@ async def list_latency(port: int, dsn: str, label: str) -> None:
             print(f"  {label}, {total:,} events, " + report(name, times))
 
 
+async def console_latency(port: int, dsn: str, label: str) -> None:
+    """p50/p99 of the console's pages, signed in, over HTTP (an upper bound of server time;
+    target: under 50 ms each)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        event = await conn.fetchval(
+            "SELECT id FROM webhook_events ORDER BY received_at DESC LIMIT 1"
+        )
+    finally:
+        await conn.close()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        signed = await http.post("/console/login", data={"key": "bench-key"})
+        assert signed.status_code == 303, signed.text
+        for path in (
+            "/console",
+            "/console/events",
+            "/console/events?provider=stripe&status=failed",
+            f"/console/events/{event}",
+            "/console/deliveries",
+            "/console/audit",
+        ):
+            times = []
+            for _ in range(50):
+                started = time.perf_counter()
+                response = await http.get(path)
+                times.append(time.perf_counter() - started)
+                assert response.status_code == 200, (path, response.text[:200])
+            print(f"  {label}, console " + report(path, times) + " (target p50 < 50 ms)")
+
+
+async def lists_phase(api_port: int, dsn: str, events: int) -> None:
+    """The events API and the console's pages as the events table grows."""
+    print("phase 3: the events API (through HTTP) as the table grows")
+    conn = await asyncpg.connect(dsn)
+    have = int(await conn.fetchval("SELECT count(*) FROM webhook_events"))
+    await conn.close()
+    await fill_events(dsn, max(0, 10_000 - have), "a")
+    await list_latency(api_port, dsn, "10k")
+    await console_latency(api_port, dsn, "10k")
+    fill_started = time.perf_counter()
+    await fill_events(dsn, events - 10_000, "b")
+    print(f"  (filled to {events:,} in {time.perf_counter() - fill_started:.0f} s)")
+    await list_latency(api_port, dsn, "1M" if events == 1_000_000 else "big")
+    await console_latency(api_port, dsn, "1M" if events == 1_000_000 else "big")
+
+
 async def fill_events(dsn: str, count: int, tag: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
@@ -327,6 +373,8 @@ async def main(args: argparse.Namespace) -> None:
             await email_phase(dsn, env, api_port, smtp, args.emails, concurrency)
         if "ingest" in args.phases and "webhooks" not in args.phases:
             await ingest_phase(dsn, api_port, args)
+        if "lists" in args.phases and "webhooks" not in args.phases:
+            await lists_phase(api_port, dsn, args.events)
         if "webhooks" not in args.phases and "routing" not in args.phases:
             print(f"peak RSS: mimic api {peak_rss_mb(api.pid):.0f} MB (target <= 150)")
             return
@@ -362,16 +410,7 @@ async def main(args: argparse.Namespace) -> None:
         arrivals.clear()
         await end_to_end(api_port, arrivals, args.e2e)
 
-        print("phase 3: the events API (through HTTP) as the table grows")
-        conn = await asyncpg.connect(dsn)
-        have = int(await conn.fetchval("SELECT count(*) FROM webhook_events"))
-        await conn.close()
-        await fill_events(dsn, max(0, 10_000 - have), "a")
-        await list_latency(api_port, dsn, "10k")
-        fill_started = time.perf_counter()
-        await fill_events(dsn, args.events - 10_000, "b")
-        print(f"  (filled to {args.events:,} in {time.perf_counter() - fill_started:.0f} s)")
-        await list_latency(api_port, dsn, "1M" if args.events == 1_000_000 else "big")
+        await lists_phase(api_port, dsn, args.events)
     finally:
         for proc in (api, worker):
             if proc is not None:
@@ -473,7 +512,8 @@ if __name__ == "__main__":
         "--phases",
         default="email,webhooks",
         help="comma list: email (send rate), ingest (against pgbench), routing (against "
-        "procrastinate, at each backlog size), webhooks (ingest, routing, latency, lists)",
+        "procrastinate, at each backlog size), lists (the events API and the console as the "
+        "table grows), webhooks (ingest, routing, latency, lists)",
     )
     parser.add_argument(
         "--backlogs",
