@@ -40,6 +40,7 @@ from mimic.events.schemas import (
     DestinationPatch,
     Policy,
     RouteIn,
+    RoutePatch,
     RouteTestIn,
 )
 
@@ -531,6 +532,46 @@ async def create_route(
     return await attempt(request, "/console/destinations", "/console/destinations", act)
 
 
+@get("/routes/{route_id:uuid}", include_in_schema=False)
+async def route_page(
+    request: Request[Any, Any, Any], route_id: FromPath[uuid.UUID]
+) -> Response[str]:
+    db = _deps(request).db
+    return render(
+        request,
+        "route.html",
+        route=await gateway.get_route(db, route_id),
+        destinations=await gateway.list_destinations(db),
+    )
+
+
+@post("/routes/{route_id:uuid}", include_in_schema=False, status_code=200)
+async def update_route(
+    request: Request[Any, Any, Any],
+    route_id: FromPath[uuid.UUID],
+    routing: NamedDependency[EventRouter],
+) -> Redirect:
+    db, form = _deps(request).db, _form(request)
+
+    async def act() -> str:
+        body = {
+            "event_types": [
+                t.strip() for t in (form.get("event_types") or "").split(",") if t.strip()
+            ],
+            "destination": form.get("destination") or None,
+            "path": (form.get("path") or "").strip(),
+            "body": form.get("body") or None,
+            "enabled": form.get("enabled") == "on",
+        }
+        patch = _convert(body, RoutePatch)
+        async with audited(db, request.state.console_key, "update_route", [str(route_id)]):
+            await gateway.update_route(db, routing, route_id, patch)
+        return "Route saved."
+
+    here = f"/console/routes/{route_id}"
+    return await attempt(request, here, here, act)
+
+
 @post("/routes/{route_id:uuid}/delete", include_in_schema=False, status_code=200)
 async def delete_route(request: Request[Any, Any, Any], route_id: FromPath[uuid.UUID]) -> Redirect:
     db = _deps(request).db
@@ -721,6 +762,8 @@ HANDLERS = [
     update_destination,
     destination_action,
     create_route,
+    route_page,
+    update_route,
     delete_route,
     route_test_page,
     route_test_run,
