@@ -19,7 +19,7 @@ import logging
 import os
 import urllib.parse
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -139,17 +139,9 @@ def _open(keyring: Keyring, name: str, what: str, key_id: str, nonce: str, ciphe
     return keyring.open(sealed, _aad(name, what)).decode()
 
 
-def _policy(row: Any) -> Policy:
-    return Policy(
-        timeout_seconds=row.timeout_seconds,
-        max_attempts=row.max_attempts,
-        backoff_base_seconds=row.backoff_base_seconds,
-        backoff_max_seconds=row.backoff_max_seconds,
-        rate_per_second=row.rate_per_second,
-        circuit_failures=row.circuit_failures,
-        circuit_window_seconds=row.circuit_window_seconds,
-        circuit_cooldown_seconds=row.circuit_cooldown_seconds,
-    )
+def _policy(values: Mapping[str, Any]) -> Policy:
+    """A destination's policy from its row's columns (named as the policy's fields)."""
+    return Policy(**{field: values[field] for field in Policy.__struct_fields__})
 
 
 def settings_destination(settings: Settings, state: DestinationState) -> Destination:
@@ -221,7 +213,7 @@ class Destinations:
             api_key_header=d.api_key_header,
             api_key=api_key,
             signing_secrets=secrets,
-            policy=_policy(d),
+            policy=_policy(msgspec.structs.asdict(d)),
             state=d.state,
         )
 
@@ -309,16 +301,7 @@ def _row_of(record: Any) -> _Row:
             if isinstance(r["signing_secrets"], str)
             else r["signing_secrets"]
         ),
-        policy=Policy(
-            timeout_seconds=r["timeout_seconds"],
-            max_attempts=r["max_attempts"],
-            backoff_base_seconds=r["backoff_base_seconds"],
-            backoff_max_seconds=r["backoff_max_seconds"],
-            rate_per_second=r["rate_per_second"],
-            circuit_failures=r["circuit_failures"],
-            circuit_window_seconds=r["circuit_window_seconds"],
-            circuit_cooldown_seconds=r["circuit_cooldown_seconds"],
-        ),
+        policy=_policy(r),
         state=r["state"],
         managed_by=r["managed_by"],
     )

@@ -94,6 +94,14 @@ async def event_status(db: asyncpg.Connection, event_id: str, *wanted: str) -> s
     return found
 
 
+def one_slot(settings: Settings) -> Settings:
+    """The same settings for a worker with one webhook slot (so the order is the queue's)."""
+    url = settings.database.url.get() if settings.database.url else None
+    return make_settings(
+        url, INKPASS_INTERNAL_URL=settings.inkpass.url, WORKER_CONCURRENCY_WEBHOOKS="1"
+    )
+
+
 def verify(secret: str, request: Received) -> Any:
     """As a consumer does: the standardwebhooks library checks the webhook-* headers."""
     return Webhook(secret).verify(request.body, request.headers)
@@ -226,12 +234,7 @@ async def test_a_paused_destination_gets_nothing_until_resumed_then_everything_o
         await send_stripe(client, stripe_event("customer.updated", obj={"id": f"cus_{i}"}))
         for i in range(6)
     ]
-    one_worker = make_settings(
-        settings.database.url.get() if settings.database.url else None,
-        INKPASS_INTERNAL_URL=settings.inkpass.url,
-        WORKER_CONCURRENCY_WEBHOOKS="1",
-    )
-    async with running_worker(one_worker):
+    async with running_worker(one_slot(settings)):
         await wait_for_value(
             db,
             "SELECT count(*) FROM webhook_deliveries WHERE status = 'paused'",
@@ -573,12 +576,7 @@ async def test_a_rate_limited_destination_waits_without_holding_a_slot(
             await send_stripe(client, stripe_event("invoice.created", obj={"id": f"in_{i}"}))
             for i in range(4)
         ]
-        one_slot = make_settings(
-            settings.database.url.get() if settings.database.url else None,
-            INKPASS_INTERNAL_URL=settings.inkpass.url,
-            WORKER_CONCURRENCY_WEBHOOKS="1",
-        )
-        async with running_worker(one_slot):
+        async with running_worker(one_slot(settings)):
             for event_id in fast:
                 assert await event_status(db, event_id, "delivered") == "delivered"
             waiting = await db.fetch(
