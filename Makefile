@@ -6,7 +6,7 @@ SHELL := /bin/bash
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN = $(UV) run --frozen --extra embedded
 
-.PHONY: help uv install run api worker migrate test check-pythons lint format bench jobs keys events destinations routes replay retry mail check-packaging api-conformance browser clean
+.PHONY: help uv install run api worker migrate test check-pythons lint format bench jobs keys events destinations routes replay retry mail check-packaging api-conformance browser pgbouncer clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -99,6 +99,11 @@ browser: ## install Debian's Chromium for the /docs browser test (make test skip
 	@command -v chromium >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
+
+pgbouncer: ## install Debian's PgBouncer for the pooler test (make test skips it without one)
+	@command -v pgbouncer >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q pgbouncer; }
 
 clean: ## remove the environment and local data (.venv, .mimic)
 	rm -rf .venv .mimic

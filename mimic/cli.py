@@ -33,13 +33,14 @@ def _stop_waiting(signum: int, _frame: object) -> None:
 
 def _migrate_when_reachable(settings: Settings) -> None:
     """Apply migrations, waiting (with backoff) for a database that is not there yet."""
-    assert settings.database.url is not None
+    dsn = settings.database.session_url
+    assert dsn is not None
     delay, waiting = 0.5, False
     previous = signal.signal(signal.SIGTERM, _stop_waiting)
     try:
         while True:
             try:
-                asyncio.run(migrate(settings.database.url.get(), load_steps()))
+                asyncio.run(migrate(dsn.get(), load_steps()))
             except DatabaseUnavailable as exc:
                 if not waiting:
                     cause = type(exc.__cause__).__name__ if exc.__cause__ else "unavailable"
@@ -63,8 +64,9 @@ def _prepare(*, run_migrations: bool = True, wait: bool = True) -> Settings:
     if run_migrations and wait:
         _migrate_when_reachable(settings)
     elif run_migrations:
-        assert settings.database.url is not None
-        asyncio.run(migrate(settings.database.url.get(), load_steps()))
+        direct = settings.database.session_url
+        assert direct is not None
+        asyncio.run(migrate(direct.get(), load_steps()))
     return settings
 
 

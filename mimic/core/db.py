@@ -160,7 +160,9 @@ async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     round trip less per use. An open transaction is still rolled back by asyncpg itself."""
 
 
-async def create_pool(dsn: str, *, max_size: int) -> asyncpg.Pool[asyncpg.Record]:
+async def create_pool(
+    dsn: str, *, max_size: int, statement_cache_size: int = 100
+) -> asyncpg.Pool[asyncpg.Record]:
     # min_size=0: the API starts (and /readyz answers 503) while the database is down.
     pool = await asyncpg.create_pool(
         dsn,
@@ -169,6 +171,7 @@ async def create_pool(dsn: str, *, max_size: int) -> asyncpg.Pool[asyncpg.Record
         command_timeout=30,
         timeout=5,
         reset=_keep_session,
+        statement_cache_size=statement_cache_size,
     )
     assert pool is not None
     return pool

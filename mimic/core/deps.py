@@ -36,7 +36,12 @@ class Deps:
 async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     if settings.database.url is None:
         raise ValueError("settings need a database URL (see mimic.core.embedded.resolve_database)")
-    pool = await create_pool(settings.database.url.get(), max_size=settings.database.pool_max_size)
+    database = settings.database
+    pool = await create_pool(
+        database.url.get(),
+        max_size=database.pool_max_size,
+        statement_cache_size=database.statement_cache_size,
+    )
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
     session = outbound_session()
     db = Database(pool)

@@ -305,11 +305,25 @@ class DatabaseSettings(msgspec.Struct, kw_only=True, frozen=True):
     #: Postgres DSN; None means "start the embedded PostgreSQL under server.data_dir".
     url: Secret | None = None
     pool_max_size: int = 20
+    #: Prepared statements asyncpg keeps per connection; 0 behind a transaction-mode pooler
+    #: (PgBouncer's pool_mode=transaction), where a connection's statements do not survive
+    #: the transaction.
+    statement_cache_size: int = 100
+    #: A DSN to the database itself, for what needs a session (the migrations' advisory lock)
+    #: when DATABASE_URL goes through a transaction-mode pooler. Unset: DATABASE_URL.
+    direct_url: Secret | None = None
 
     ENV: ClassVar = {
         "url": ("DATABASE_URL", SECRET),
         "pool_max_size": ("MIMIC_DB_POOL_MAX_SIZE", integer(low=1)),
+        "statement_cache_size": ("MIMIC_DB_STATEMENT_CACHE_SIZE", integer(low=0)),
+        "direct_url": ("DATABASE_DIRECT_URL", SECRET),
     }
+
+    @property
+    def session_url(self) -> Secret | None:
+        """Where a session-level feature goes: DATABASE_DIRECT_URL, else DATABASE_URL."""
+        return self.direct_url or self.url
 
 
 class WebhookSettings(msgspec.Struct, kw_only=True, frozen=True):
