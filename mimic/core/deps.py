@@ -34,9 +34,9 @@ class Deps:
 
 @contextlib.asynccontextmanager
 async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
-    if settings.database.url is None:
-        raise ValueError("settings need a database URL (see mimic.core.embedded.resolve_database)")
     database = settings.database
+    if database.url is None:
+        raise ValueError("settings need a database URL (see mimic.core.embedded.resolve_database)")
     pool = await create_pool(
         database.url.get(),
         max_size=database.pool_max_size,
