@@ -235,7 +235,9 @@ async def events(
     wanted = _blank(provider_event_id)
     if wanted:
         try:
-            found = await admin.get_event(db, wanted, _blank(provider) or "stripe")
+            found = await admin.get_event(
+                _deps(request).reads, wanted, _blank(provider) or "stripe", primary=db
+            )
         except MimicError as exc:
             return render(
                 request, "events.html", page=None, filters=request.query_params, error=exc.message
@@ -243,7 +245,7 @@ async def events(
         return Redirect(f"/console/events/{found.id}", status_code=303, headers=HEADERS)
     try:
         page = await admin.list_events(
-            db,
+            _deps(request).reads,
             provider=_blank(provider),
             status=_blank(status),
             event_type=_blank(event_type),
@@ -262,7 +264,7 @@ async def events(
 @get("/events/{event_id:uuid}", include_in_schema=False)
 async def event(request: Request[Any, Any, Any], event_id: FromPath[uuid.UUID]) -> Response[str]:
     db = _deps(request).db
-    found = await admin.get_event(db, str(event_id), None)
+    found = await admin.get_event(_deps(request).reads, str(event_id), None, primary=db)
     raw = await admin.raw_body(db, event_id)
     return render(
         request,
@@ -314,7 +316,7 @@ async def deliveries(
     cursor: FromQuery[str | None] = None,
 ) -> Response[str]:
     page = await admin.list_deliveries(
-        _deps(request).db,
+        _deps(request).reads,
         status=_blank(status),
         target=_blank(target),
         since=None,
@@ -625,7 +627,7 @@ async def notifications(
     error, page = None, None
     try:
         page = await email_repository.list_notifications(
-            _deps(request).db,
+            _deps(request).reads,
             tenant_id=_blank(tenant_id),
             status=_blank(status),  # type: ignore[arg-type]
             to=_blank(to),
@@ -642,7 +644,9 @@ async def notification(
     request: Request[Any, Any, Any], notification_id: FromPath[uuid.UUID]
 ) -> Response[str]:
     db = _deps(request).db
-    found = await email_repository.get_notification(db, notification_id)
+    found = await email_repository.get_notification(
+        _deps(request).reads, notification_id, primary=db
+    )
     html, text = await email_repository.get_body(db, notification_id)
     return render(request, "notification.html", n=found, html=html, text=text)
 
@@ -738,7 +742,7 @@ async def audit_log(
     before: FromQuery[int | None] = None,
 ) -> Response[str]:
     entries = await audit.list_entries(
-        _deps(request).db, action=_blank(action), key_id=_blank(key_id), limit=100, before=before
+        _deps(request).reads, action=_blank(action), key_id=_blank(key_id), limit=100, before=before
     )
     return render(request, "audit.html", entries=entries, filters=request.query_params)
 

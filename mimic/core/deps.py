@@ -25,6 +25,9 @@ class Deps:
     http: httpx.AsyncClient
     #: One shared client for deliveries to internal services (core.http.post).
     session: aiohttp.ClientSession
+    #: Where the admin lists and details read: a replica (DATABASE_READ_URL), else ``db``.
+    #: What the request path of a webhook or a send reads and writes stays on ``db``.
+    reads: Database
     keyring: Keyring
     #: Provider circuit breakers, shared with every process through Postgres.
     circuits: Circuits
@@ -45,6 +48,15 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
     session = outbound_session()
     db = Database(pool)
+    reads = db
+    if database.read_url is not None:
+        reads = Database(
+            await create_pool(
+                database.read_url.get(),
+                max_size=database.pool_max_size,
+                statement_cache_size=database.statement_cache_size,
+            )
+        )
     try:
         email = settings.email
         policy = Policy(
@@ -55,6 +67,7 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
             db=db,
             http=http,
             session=session,
+            reads=reads,
             keyring=Keyring(settings.email.encryption_keys),
             circuits=Circuits(db, policy),
             tenant_slots=KeyedSlots(settings.worker.tenant_email_slots),
@@ -62,4 +75,6 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     finally:
         await http.aclose()
         await session.close()
+        if reads is not db:
+            await reads.close()
         await db.close()

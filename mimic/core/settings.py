@@ -312,12 +312,16 @@ class DatabaseSettings(msgspec.Struct, kw_only=True, frozen=True):
     #: A DSN to the database itself, for what needs a session (the migrations' advisory lock)
     #: when DATABASE_URL goes through a transaction-mode pooler. Unset: DATABASE_URL.
     direct_url: Secret | None = None
+    #: A DSN to a read replica for the admin lists and details (events, deliveries,
+    #: notifications, the audit log). Unset: the primary.
+    read_url: Secret | None = None
 
     ENV: ClassVar = {
         "url": ("DATABASE_URL", SECRET),
         "pool_max_size": ("MIMIC_DB_POOL_MAX_SIZE", integer(low=1)),
         "statement_cache_size": ("MIMIC_DB_STATEMENT_CACHE_SIZE", integer(low=0)),
         "direct_url": ("DATABASE_DIRECT_URL", SECRET),
+        "read_url": ("DATABASE_READ_URL", SECRET),
     }
 
     @property

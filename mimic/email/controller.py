@@ -236,7 +236,7 @@ class NotificationController(_Internal):
         deps: NamedDependency[Deps],
         request: Request[Any, Any, Any],
     ) -> NotificationOut:
-        found = await repository.get_notification(deps.db, notification_id)
+        found = await repository.get_notification(deps.reads, notification_id, primary=deps.db)
         scope = scope_of(request)
         if scope.is_admin:
             return found
@@ -268,7 +268,7 @@ class NotificationController(_Internal):
     ) -> Page:
         scope = scope_of(request)
         found = await repository.list_notifications(
-            deps.db,
+            deps.reads,
             tenant_id=scope.tenant(tenant_id),
             status=status,
             to=to,

@@ -60,8 +60,15 @@ async def status_of(db: Database, notification_id: uuid.UUID) -> NotificationSta
     return status
 
 
-async def get_notification(db: Database, notification_id: uuid.UUID) -> NotificationOut:
+async def get_notification(
+    db: Database, notification_id: uuid.UUID, *, primary: Database | None = None
+) -> NotificationOut:
+    """``db`` may be a replica: a notification it does not have yet is read from
+    ``primary``."""
     row = await db.fetchrow(queries["get_notification"], notification_id)
+    if row is None and primary is not None and primary is not db:
+        db = primary
+        row = await db.fetchrow(queries["get_notification"], notification_id)
     if row is None:
         raise NotFound(f"no notification {notification_id}")
     timeline = [dict(t) for t in await db.fetch(queries["get_timeline"], notification_id)]

@@ -56,15 +56,19 @@ async def list_events(
     return EventPage(items=items, next_cursor=next_cursor)
 
 
-async def get_event(db: Database, event_id: str, provider: str | None) -> EventDetail:
-    """By Mimic's uuid, or by the provider's own id when ``provider`` is given."""
-    if provider is not None:
-        found = await repository.get_event_by_provider_id(db, provider, event_id)
-    else:
-        found = await repository.get_event(db, parse_uuid(event_id, "event_id"))
-    if found is None:
-        raise NotFound(f"no event {event_id}" + (f" from {provider}" if provider else ""))
-    return found
+async def get_event(
+    db: Database, event_id: str, provider: str | None, *, primary: Database | None = None
+) -> EventDetail:
+    """By Mimic's uuid, or by the provider's own id when ``provider`` is given. ``db`` may be
+    a replica: an event it does not have yet (just received) is read from ``primary``."""
+    for source in (db, primary) if primary is not None and primary is not db else (db,):
+        if provider is not None:
+            found = await repository.get_event_by_provider_id(source, provider, event_id)
+        else:
+            found = await repository.get_event(source, parse_uuid(event_id, "event_id"))
+        if found is not None:
+            return found
+    raise NotFound(f"no event {event_id}" + (f" from {provider}" if provider else ""))
 
 
 async def raw_body(db: Database, event_uuid: uuid.UUID) -> bytes | None:

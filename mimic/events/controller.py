@@ -61,7 +61,7 @@ class GatewayAdminController(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> EventPage:
         return await admin.list_events(
-            deps.db,
+            deps.reads,
             provider=provider,
             status=status,
             event_type=event_type,
@@ -86,7 +86,7 @@ class GatewayAdminController(Controller):
         deps: NamedDependency[Deps],
         provider: FromQuery[str | None] = None,
     ) -> EventDetail:
-        return await admin.get_event(deps.db, event_id, provider)
+        return await admin.get_event(deps.reads, event_id, provider, primary=deps.db)
 
     @post(
         "/events/{event_id:uuid}/replay",
@@ -126,7 +126,7 @@ class GatewayAdminController(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> DeliveryPage:
         return await admin.list_deliveries(
-            deps.db,
+            deps.reads,
             status=status,
             target=target,
             since=since,
