@@ -6,7 +6,7 @@ SHELL := /bin/bash
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN = $(UV) run --frozen --extra embedded
 
-.PHONY: help uv install run api worker migrate test check-pythons lint format bench jobs keys events destinations routes replay retry mail check-packaging api-conformance browser pgbouncer clean
+.PHONY: help uv install run api worker migrate test check-pythons lint format bench soak jobs keys events destinations routes replay retry mail check-packaging api-conformance browser pgbouncer clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -84,6 +84,9 @@ replay: install ## route an event again, make replay EVENT=<event uuid>
 retry: install ## one more attempt for a failed delivery, make retry DELIVERY=<delivery uuid>
 	@test -n "$(DELIVERY)" || { echo "usage: make retry DELIVERY=<delivery uuid>"; exit 2; }
 	$(RUN) mimic retry $(DELIVERY)
+
+soak: install ## steady load for SOAK_MINUTES (10) through a worker SIGKILL and a Postgres crash, then checks
+	$(RUN) python -m bench.soak --minutes $(or $(SOAK_MINUTES),10)
 
 mail: install ## a local SMTP sink on :1025 that prints every message (Mailpit stand-in)
 	$(RUN) python -m aiosmtpd -n -l 127.0.0.1:1025 -c aiosmtpd.handlers.Debugging
