@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import pathlib
 import socket
 import statistics
 import subprocess
@@ -373,6 +374,8 @@ async def main(args: argparse.Namespace) -> None:
             await email_phase(dsn, env, api_port, smtp, args.emails, concurrency)
         if "ingest" in args.phases and "webhooks" not in args.phases:
             await ingest_phase(dsn, api_port, args)
+        if "scale" in args.phases or "webhooks" in args.phases:
+            await scale_phase(dsn, env, api_port, api.pid)
         if "lists" in args.phases and "webhooks" not in args.phases:
             await lists_phase(api_port, dsn, args.events)
         if "webhooks" not in args.phases and "routing" not in args.phases:
@@ -456,6 +459,41 @@ async def ingest_phase(dsn: str, api_port: int, args: argparse.Namespace) -> Non
         )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def scale_phase(dsn: str, env: dict[str, str], api_port: int, api_pid: int) -> None:
+    """Ingest with one API process and with two on the same database (16 connections in all),
+    and what each used of the machine's CPU; routing with two workers is in the routing
+    phase's last line."""
+    print("phase S: ingest through one API process, then two (16 connections in all)")
+    second_port = free_port()
+    second = subprocess.Popen(
+        [sys.executable, "-m", "mimic", "api"], env={**env, "MIMIC_PORT": str(second_port)}
+    )
+    try:
+        await wait_ready(f"http://127.0.0.1:{second_port}/readyz", second)
+        for ports in ([api_port], [api_port, second_port]):
+            pids = [api_pid, second.pid][: len(ports)]
+            before = [cpu_seconds(p) for p in pids]
+            started = time.perf_counter()
+            results = await asyncio.gather(*(load(p, 10_000, 16 // len(ports)) for p in ports))
+            elapsed = time.perf_counter() - started
+            used = [cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)]
+            rate = 10_000 * len(results) / elapsed
+            print(
+                f"  {len(ports)} API process(es): {rate:.0f} webhooks/s; CPU per process "
+                + ", ".join(f"{u / elapsed:.0%}" for u in used)
+                + f" of one core (the machine has {os.cpu_count()})"
+            )
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
+
+
 async def email_phase(
     dsn: str, env: dict[str, str], api_port: int, smtp: SmtpCounter, count: int, concurrency: int
 ) -> None:
@@ -511,7 +549,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--phases",
         default="email,webhooks",
-        help="comma list: email (send rate), ingest (against pgbench), routing (against "
+        help="comma list: email (send rate), ingest (against pgbench), scale (one API process "
+        "and two), routing (against "
         "procrastinate, at each backlog size), lists (the events API and the console as the "
         "table grows), webhooks (ingest, routing, latency, lists)",
     )
