@@ -104,6 +104,7 @@ PERIODIC = {
     # Every minute: paused deliveries of destinations resumed meanwhile (see its docstring).
     event_tasks.RESUME_TASK: "* * * * *",
     email_tasks.PURGE_TASK: "27 * * * *",
+    email_tasks.PRUNE_NOTIFICATIONS_TASK: "37 * * * *",
 }
 
 

@@ -364,6 +364,20 @@ def _retention(raw: str) -> int:
 EVENT_RETENTION = Parser("0 (keep forever) or a number of days >= 3", _retention)
 
 
+def _notification_retention(raw: str) -> int:
+    days = int(raw)
+    # A notification's idempotency key lives as long as it does: a caller's retry after the
+    # row is gone would send again. A week is longer than any sane retry horizon.
+    if days != 0 and days < 7:
+        raise ValueError(raw)
+    return days
+
+
+NOTIFICATION_RETENTION = Parser(
+    "0 (keep forever) or a number of days >= 7", _notification_retention
+)
+
+
 class RetentionSettings(msgspec.Struct, kw_only=True, frozen=True):
     """How long Mimic keeps what it stored; 0 keeps forever."""
 
@@ -372,11 +386,15 @@ class RetentionSettings(msgspec.Struct, kw_only=True, frozen=True):
     job_days: int = 14
     #: Rendered email bodies hold live links (password resets): blanked after this.
     email_body_days: int = 30
+    #: Finished notifications themselves (with their timeline), deleted in small batches. Their
+    #: idempotency keys go with them: keep them longer than any caller retries a send.
+    notification_days: int = 365
 
     ENV: ClassVar = {
         "event_days": ("EVENT_RETENTION_DAYS", EVENT_RETENTION),
         "job_days": ("JOB_RETENTION_DAYS", integer(low=0)),
         "email_body_days": ("EMAIL_BODY_RETENTION_DAYS", integer(low=0)),
+        "notification_days": ("NOTIFICATION_RETENTION_DAYS", NOTIFICATION_RETENTION),
     }
 
 

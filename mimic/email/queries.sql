@@ -25,6 +25,16 @@ UPDATE notifications SET html = '', text = '', body_purged_at = now()
                ORDER BY created_at LIMIT $2
                  FOR UPDATE SKIP LOCKED)
 
+-- name: prune_notifications
+-- Delete a batch of finished notifications older than the retention (their timeline and
+-- recipients go with them).
+DELETE FROM notifications
+ WHERE id IN (SELECT id FROM notifications
+               WHERE created_at < now() - make_interval(days => $1)
+                 AND status NOT IN ('queued', 'sending')
+               ORDER BY created_at LIMIT $2
+                 FOR UPDATE SKIP LOCKED)
+
 -- name: add_timeline
 -- Append a status event to a notification's timeline (provider events once each).
 INSERT INTO notification_events (notification_id, status, detail, provider_event_id, occurred_at)

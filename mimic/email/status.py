@@ -382,6 +382,12 @@ async def _timeline(
     await conn.execute(queries["add_timeline"], notification_id, status, detail, None, None)
 
 
+async def prune_notifications(db: Database, *, older_than_days: int, batch: int = 500) -> int:
+    """Delete finished notifications past NOTIFICATION_RETENTION_DAYS, a batch per
+    transaction (no long lock); returns how many."""
+    return await db.in_batches(queries["prune_notifications"], older_than_days, batch=batch)
+
+
 async def purge_bodies(db: Database, *, older_than_days: int, batch: int = 500) -> int:
     """Blank the rendered bodies of finished notifications past the retention; metadata and
     timeline stay. Returns how many were purged."""

@@ -24,7 +24,13 @@ from mimic.core.jobs import (
 )
 from mimic.core.logs import bound
 from mimic.email.send import EmailFailed, send_notification
-from mimic.email.status import SEND_GROUP_TASK, SEND_TASK, hand_over, purge_bodies
+from mimic.email.status import (
+    SEND_GROUP_TASK,
+    SEND_TASK,
+    hand_over,
+    prune_notifications,
+    purge_bodies,
+)
 from mimic.email.tracking import EVENT_TASK, apply_email_event
 from mimic.events.delivery import run_deliveries
 
@@ -123,6 +129,22 @@ async def purge_email_bodies(context: procrastinate.JobContext, timestamp: int) 
     return purged
 
 
+PRUNE_NOTIFICATIONS_TASK = "mimic.tasks.prune_notifications"
+
+
+async def prune_old_notifications(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Periodic: delete finished notifications older than NOTIFICATION_RETENTION_DAYS (0 keeps
+    them). Batched deletes rather than partitions: no schema change, and a tenant's unique
+    idempotency key stays one index; the cost is dead rows for autovacuum to reclaim."""
+    deps = deps_of(context)
+    days = deps.settings.retention.notification_days
+    if days == 0:
+        return 0
+    deleted = await prune_notifications(deps.db, older_than_days=days)
+    logger.log(logging.INFO if deleted else logging.DEBUG, "pruned %d notification(s)", deleted)
+    return deleted
+
+
 def blueprint() -> procrastinate.Blueprint:
     """A new blueprint for each app: procrastinate ties a task to the app it was added to."""
     tasks = procrastinate.Blueprint()
@@ -132,4 +154,7 @@ def blueprint() -> procrastinate.Blueprint:
         handle_email_delivery_event
     )
     tasks.task(name=PURGE_TASK, queue=QUEUE_MAINTENANCE, pass_context=True)(purge_email_bodies)
+    tasks.task(name=PRUNE_NOTIFICATIONS_TASK, queue=QUEUE_MAINTENANCE, pass_context=True)(
+        prune_old_notifications
+    )
     return tasks

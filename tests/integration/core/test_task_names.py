@@ -34,6 +34,7 @@ OTHER_TASKS = {
     # Routes as data: deliveries of stored routes, and the resume sweep.
     "mimic.tasks.deliver",
     "mimic.tasks.resume_paused_deliveries",
+    "mimic.tasks.prune_notifications",
 }
 
 # What an older Mimic wrote: procrastinate's own defer function with a literal task name.

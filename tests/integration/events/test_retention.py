@@ -12,7 +12,7 @@ from litestar.testing import AsyncTestClient
 
 from mimic.core.db import Database, create_pool
 from mimic.core.settings import ConfigError, Settings
-from mimic.email.status import purge_bodies
+from mimic.email.status import prune_notifications, purge_bodies
 from mimic.events.repository import prune_events
 from tests.helpers import stripe_event, stripe_headers
 
@@ -95,3 +95,39 @@ async def test_old_email_bodies_are_blanked_metadata_and_timeline_stay(
     assert "secret" in in_flight["html"]  # not finished: may still be sent
     assert "secret" in young["html"]
     assert await db.fetchval("SELECT count(*) FROM notification_events") == 3
+
+
+async def test_old_finished_notifications_are_deleted_with_their_timeline(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    ids = []
+    for age, status in [(400, "sent"), (400, "queued"), (10, "failed"), (400, "failed")]:
+        notification_id = uuid.uuid4()
+        ids.append(notification_id)
+        await db.execute(
+            """
+            INSERT INTO notifications (id, template, "to", "from", subject, html, text, provider,
+                                       status, created_at, idempotency_key, tenant_id)
+            VALUES ($1, 'welcome', '{a@example.com}', 'm@example.com', 'Hi', '<p>Hi</p>', 'Hi',
+                    'dev', $2, now() - make_interval(days => $3), $4, 'acme')
+            """,
+            notification_id,
+            status,
+            age,
+            f"key-{notification_id}",
+        )
+        await db.execute(
+            "INSERT INTO notification_events (notification_id, status) VALUES ($1, 'queued')",
+            notification_id,
+        )
+    pool = await create_pool(database_url, max_size=2)
+    try:
+        # In batches of one: both old finished ones go, each in its own transaction.
+        assert await prune_notifications(Database(pool), older_than_days=365, batch=1) == 2
+    finally:
+        await pool.close()
+    left = {r["id"] for r in await db.fetch("SELECT id FROM notifications")}
+    _, in_flight, young, _ = ids
+    assert left == {in_flight, young}  # a send still queued is never deleted
+    timeline = {r["notification_id"] for r in await db.fetch("SELECT * FROM notification_events")}
+    assert timeline == {in_flight, young}
