@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -237,7 +238,15 @@ def _api(method: str, path: str, **kwargs: Any) -> int:
             f"mimic: cannot reach {base} ({type(exc).__name__}); is `make run` up?", file=sys.stderr
         )
         return 1
-    print(json.dumps(response.json(), indent=2))
+    try:
+        answer = response.json()
+    except ValueError:  # not Mimic answering (a proxy's error page, another service)
+        print(
+            f"mimic: {response.status_code} from {base}{path}, not JSON; is MIMIC_URL Mimic's API?",
+            file=sys.stderr,
+        )
+        return 1
+    print(json.dumps(answer, indent=2))
     return 0 if response.is_success else 1
 
 
@@ -298,10 +307,17 @@ def _destination_body(args: argparse.Namespace) -> dict[str, Any]:
     if args.header:
         body["headers"] = _pairs(args.header, "--header")
     if args.api_key_env is not None:
+        if not args.api_key_env:
+            raise UsageError("--api-key-env takes the name of an environment variable")
         value = os.environ.get(args.api_key_env)
         if not value:
             raise UsageError(f"--api-key-env: {args.api_key_env} is unset or empty")
-        body["api_key"] = {"value": value, "header": args.api_key_header}
+        if args.api_key_header is None and args.action == "update":
+            # The API would put X-API-Key in place of the current header: make it explicit.
+            raise UsageError("update --api-key-env replaces the key: give --api-key-header too")
+        body["api_key"] = {"value": value, "header": args.api_key_header or "X-API-Key"}
+    elif args.api_key_header is not None:
+        raise UsageError("--api-key-header goes with --api-key-env")
     elif getattr(args, "no_api_key", False):
         body["api_key"] = None
     if args.signing is not None:
@@ -325,13 +341,19 @@ def _route_body(args: argparse.Namespace) -> dict[str, Any]:
     if args.events is not None:
         body["event_types"] = [t.strip() for t in args.events.split(",") if t.strip()]
     conditions: list[Any] = []
-    for path, value in _pairs(args.where, "--where").items():
+    for item in args.where:
+        path, sep, value = item.partition("=")
+        if not sep or not path:
+            raise UsageError(f"--where takes PATH=VALUE, got {item!r}")
         conditions.append({"path": path, "op": "eq", "value": value})
     for raw in args.filter:
         try:
-            conditions.append(json.loads(raw))
+            condition = json.loads(raw)
         except json.JSONDecodeError:
-            raise UsageError(f"--filter takes a JSON condition, got {raw!r}") from None
+            condition = None
+        if not isinstance(condition, dict):
+            raise UsageError(f"--filter takes a JSON object (a condition), got {raw!r}")
+        conditions.append(condition)
     if conditions:
         body["filter"] = conditions
     if args.enabled is not None:
@@ -339,14 +361,17 @@ def _route_body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def _payload(raw: str) -> Any:
+def _payload(raw: str) -> dict[str, Any]:
     try:
         text = pathlib.Path(raw[1:]).read_text() if raw.startswith("@") else raw
-        return json.loads(text)
+        payload = json.loads(text)
     except OSError as exc:
         raise UsageError(f"--payload: cannot read {raw[1:]}: {exc.strerror}") from None
-    except json.JSONDecodeError:
-        raise UsageError("--payload takes a JSON object, or @file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        payload = None
+    if not isinstance(payload, dict):
+        raise UsageError("--payload takes a JSON object, or @file holding one")
+    return payload
 
 
 def cmd_destinations(args: argparse.Namespace) -> int:
@@ -387,7 +412,11 @@ def cmd_routes(args: argparse.Namespace) -> int:
             return _api("DELETE", f"{ROUTES}/{args.id}")
         body: dict[str, Any] = {}
         if args.event_id:
-            body["event_id"] = args.event_id
+            if args.provider or args.payload or args.event_type:
+                raise UsageError(
+                    "routes test takes --event-id, or --provider and --payload: not both"
+                )
+            body["event_id"] = str(args.event_id)
         else:
             if not (args.provider and args.payload):
                 raise UsageError("routes test takes --event-id, or --provider and --payload")
@@ -406,14 +435,19 @@ def _destination_options(parser: argparse.ArgumentParser, *, create: bool) -> No
     parser.add_argument(
         "--header", action="append", default=[], help="a static header NAME=VALUE (repeatable)"
     )
-    parser.add_argument(
+    api_key = parser.add_mutually_exclusive_group()
+    api_key.add_argument(
         "--api-key-env",
         metavar="VAR",
         help="send the API key held in this environment variable (never typed on the line)",
     )
-    parser.add_argument("--api-key-header", default="X-API-Key", help="its header name")
     if not create:
-        parser.add_argument("--no-api-key", action="store_true", help="remove the API key")
+        api_key.add_argument("--no-api-key", action="store_true", help="remove the API key")
+    parser.add_argument(
+        "--api-key-header",
+        metavar="HEADER",
+        help="the API key's header (default X-API-Key; with update --api-key-env, required)",
+    )
     signing = parser.add_mutually_exclusive_group()
     signing.add_argument(
         "--signing",
@@ -450,7 +484,8 @@ def _route_options(parser: argparse.ArgumentParser, *, create: bool) -> None:
         action="append",
         default=[],
         metavar="PATH=VALUE",
-        help="only events whose payload has VALUE at PATH (data.object.metadata.plan=pro)",
+        help="only events whose payload has the string VALUE at PATH "
+        "(data.object.metadata.plan=pro); other types: --filter",
     )
     parser.add_argument(
         "--filter",
@@ -504,13 +539,15 @@ def _gateway_parsers(sub: Any) -> None:
     listing.add_argument("--destination")
     listing.add_argument("--provider", choices=("stripe", "resend", "postmark"))
     for action, text in (("show", "one route"), ("delete", "delete a route")):
-        actions.add_parser(action, help=text).add_argument("id", help="the route's id")
+        actions.add_parser(action, help=text).add_argument(
+            "id", type=uuid.UUID, help="the route's id"
+        )
     _route_options(actions.add_parser("create", help="a new route"), create=True)
     update = actions.add_parser("update", help="change the options given")
-    update.add_argument("id", help="the route's id")
+    update.add_argument("id", type=uuid.UUID, help="the route's id")
     _route_options(update, create=False)
     test = actions.add_parser("test", help="dry run: which routes match, what each would get")
-    test.add_argument("--event-id", help="a stored event's uuid")
+    test.add_argument("--event-id", type=uuid.UUID, help="a stored event's uuid")
     test.add_argument("--provider", choices=("stripe", "resend", "postmark"))
     test.add_argument("--payload", help="the event as JSON, or @file")
     test.add_argument("--event-type", help="when the payload does not name it")
