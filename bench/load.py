@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
+import sys
 import time
 import uuid
 from typing import Any, cast
@@ -132,7 +134,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, required=True)
     parser.add_argument("--concurrency", type=int, required=True)
     args = parser.parse_args()
-    print(json.dumps(uvloop.run(drive(args.port, args.requests, args.concurrency))))
+    result = uvloop.run(drive(args.port, args.requests, args.concurrency))
+    # Not print(): after uvloop has run, a write to a pipe the reader has not emptied yet can
+    # come back partial (64 KiB of a 130 KiB result), and print() then drops the rest
+    # without an error. The result is written until all of it is out.
+    out = memoryview(json.dumps(result).encode() + b"\n")
+    while out:
+        out = out[os.write(sys.stdout.fileno(), out) :]
 
 
 if __name__ == "__main__":
