@@ -18,7 +18,9 @@ Every goal is a ratio to a reference measured in the same run, on the same datab
   from the same table. Printed: each rate; Mimic over tuned procrastinate at the same size
   (target >= 0.80) and over stock; Mimic at 100,000 over Mimic at 5,000 (target >= 0.90);
   transactions per delivery. bench/routing.py documents the method;
-- email (`--phases email`): aiosmtplib alone sending the same messages (bench/email.py).
+- email (`--phases email`): aiosmtplib alone sending the same messages (bench/email.py);
+- upgrade (`--phases upgrade`): the migration to partitioned events on 1,000,000 stored events,
+  timed (its lock time) and checked (bench/upgrade.py).
 
 Transactions per job are read from pg_stat_database (every Mimic worker statement runs in
 autocommit, so for Mimic this is also its SQL round trips per delivery). The `webhooks` phase
@@ -55,6 +57,7 @@ from bench.ingest import CLEANUP as PGBENCH_CLEANUP
 from bench.ingest import peak_rss_mb, pgbench_tps
 from bench.load import SECRET, Connection, signed_request
 from bench.routing import FILL_CONNECTIONS, drain_mimic, routing_phase
+from bench.upgrade import upgrade_phase
 from mimic.core.embedded import start_embedded
 from mimic.core.migrate import load_steps, migrate
 from mimic.core.pagination import encode_cursor
@@ -255,8 +258,20 @@ SELECT gen_random_uuid(), (ARRAY['stripe', 'resend', 'postmark'])[1 + n % 3],
        (ARRAY['invoice.paid', 'customer.created', 'email.delivered', 'Bounce'])[1 + n % 4],
        'evt_fill_' || n || '_' || $2, '{"id": "evt_fill"}'::jsonb, '\\x7b7d'::bytea,
        (ARRAY['received', 'delivered', 'failed', 'ignored'])[1 + n / 5 % 4],
-       now() - make_interval(secs => n * 3)
-  FROM generate_series(1, $1) AS n
+       now() - make_interval(secs => n * $3::float8)
+  FROM generate_series($4::bigint + 1, $4::bigint + $1) AS n
+"""
+#: The fill spreads events over this many days (inside EVENT_RETENTION_DAYS' default of 90),
+#: so they sit in their months' partitions as events received over time would.
+FILL_DAYS = 80
+#: The monthly partitions of the fill's past (the migration made the current and later ones).
+PAST_PARTITIONS = """
+SELECT mimic_add_partition('webhook_events', 'received_at', m AT TIME ZONE 'UTC',
+                           (m + interval '1 month') AT TIME ZONE 'UTC')
+  FROM generate_series(date_trunc('month', (now() - make_interval(days => $1)) AT TIME ZONE 'UTC'),
+                       date_trunc('month', now() AT TIME ZONE 'UTC') - interval '1 month',
+                       interval '1 month') AS m
+ WHERE to_regclass('webhook_events_' || to_char(m, 'YYYYMMDD')) IS NULL
 """
 
 
@@ -331,28 +346,37 @@ async def lists_phase(api_port: int, dsn: str, events: int) -> None:
     """The events API and the console's pages as the events table grows."""
     print("phase 3: the events API (through HTTP) as the table grows")
     conn = await asyncpg.connect(dsn)
-    have = int(await conn.fetchval("SELECT count(*) FROM webhook_events"))
-    await conn.close()
-    await fill_events(dsn, max(0, 10_000 - have), "a")
+    try:
+        await conn.execute(PAST_PARTITIONS, FILL_DAYS + 1)
+        have = int(await conn.fetchval("SELECT count(*) FROM webhook_events"))
+    finally:
+        await conn.close()
+    spacing = FILL_DAYS * 86400 / events
+    await fill_events(dsn, max(0, 10_000 - have), "a", spacing)
     await list_latency(api_port, dsn, "10k")
     await console_latency(api_port, dsn, "10k")
     fill_started = time.perf_counter()
-    await fill_events(dsn, events - 10_000, "b")
+    await fill_events(dsn, events - 10_000, "b", spacing, offset=10_000)
     print(f"  (filled to {events:,} in {time.perf_counter() - fill_started:.0f} s)")
-    await list_latency(api_port, dsn, "1M" if events == 1_000_000 else "big")
-    await console_latency(api_port, dsn, "1M" if events == 1_000_000 else "big")
+    label = f"{events / 1_000_000:g}M" if events >= 1_000_000 else f"{events:,}"
+    await list_latency(api_port, dsn, f"{label} (filled)")
+    await console_latency(api_port, dsn, f"{label} (filled)")
 
 
-async def fill_events(dsn: str, count: int, tag: str) -> None:
+async def fill_events(dsn: str, count: int, tag: str, spacing: float, offset: int = 0) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(FILL_EVENTS, count, tag)
+        # In slices, each its own transaction (one 10M-row statement holds a long snapshot).
+        for start in range(0, count, 1_000_000):
+            await conn.execute(
+                FILL_EVENTS, min(1_000_000, count - start), tag, spacing, offset + start
+            )
         await conn.execute("ANALYZE webhook_events")
     finally:
         await conn.close()
 
 
-PHASES = {"email", "ingest", "scale", "routing", "lists", "webhooks"}
+PHASES = {"email", "ingest", "scale", "routing", "lists", "upgrade", "webhooks"}
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -408,6 +432,8 @@ async def main(args: argparse.Namespace) -> None:
             await scale_phase(dsn, env, api_port, api.pid)
         if "lists" in phases and "webhooks" not in phases:
             await lists_phase(api_port, dsn, args.events)
+        if "upgrade" in phases:
+            await upgrade_phase(dsn, args.upgrade_events)
         if "webhooks" not in phases and "routing" not in phases:
             print(f"peak RSS: mimic api {peak_rss_mb(api.pid):.0f} MB (target <= 150)")
             return
@@ -571,7 +597,13 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--e2e", type=int, default=300, help="webhooks for the latency phase")
     parser.add_argument(
-        "--events", type=int, default=1_000_000, help="events in the table for the list phase"
+        "--events", type=int, default=10_000_000, help="events in the table for the list phase"
+    )
+    parser.add_argument(
+        "--upgrade-events",
+        type=int,
+        default=1_000_000,
+        help="events stored before the upgrade phase migrates them into partitions",
     )
     parser.add_argument(
         "--pgbench-seconds", type=int, default=10, help="length of each pgbench reference run"
@@ -579,9 +611,10 @@ if __name__ == "__main__":
     parser.add_argument("--emails", type=int, default=3000, help="messages for the email phase")
     parser.add_argument(
         "--phases",
-        default="email,webhooks",
+        default="email,webhooks,upgrade",
         help="comma list: email (send rate), ingest (against pgbench), scale (one API process "
-        "and two), routing (mimic worker against procrastinate no-op jobs, at each backlog "
+        "and two), upgrade (the migration to partitions on --upgrade-events events), "
+        "routing (mimic worker against procrastinate no-op jobs, at each backlog "
         "size), lists (the events API and the console as the table grows), webhooks (scale, "
         "ingest, routing, two worker processes, latency, lists)",
     )

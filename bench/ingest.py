@@ -49,12 +49,14 @@ PAYLOAD = json.dumps(stripe_event("evt_pgbench", "invoice.paid", 1_790_000_000))
 #: (-M prepared, like asyncpg). Its jobs go to a queue no worker reads.
 SCRIPT = f"""\\set n random(1, 1000000000)
 BEGIN;
+INSERT INTO webhook_event_keys (provider, event_id, id)
+  VALUES ('stripe', 'evt_pgbench_' || :client_id || '_' || :n || '_' || gen_random_uuid(),
+          gen_random_uuid())
+  ON CONFLICT (provider, event_id) DO NOTHING RETURNING id AS event, event_id AS key \\gset
 INSERT INTO webhook_events (id, provider, event_type, event_id, payload, raw_body, signature,
                             status, processed_at)
-  VALUES (gen_random_uuid(), 'stripe', 'invoice.paid',
-          'evt_pgbench_' || :client_id || '_' || :n || '_' || gen_random_uuid(),
-          '{PAYLOAD}'::jsonb, convert_to('{PAYLOAD}', 'UTF8'), 't=1,v1=bench', 'received', NULL)
-  ON CONFLICT (provider, event_id) DO NOTHING RETURNING id AS event \\gset
+  VALUES (:event, 'stripe', 'invoice.paid', :key,
+          '{PAYLOAD}'::jsonb, convert_to('{PAYLOAD}', 'UTF8'), 't=1,v1=bench', 'received', NULL);
 SELECT (procrastinate_defer_jobs_v1(ARRAY[ROW('bench_pgbench', 'bench.pgbench', 0, NULL, NULL,
         jsonb_build_object('delivery_id', gen_random_uuid()::text),
         NULL)::procrastinate_job_to_defer_v1]))[1] AS job \\gset
@@ -124,6 +126,7 @@ DELETE FROM procrastinate_jobs WHERE queue_name = 'bench_pgbench';
 DELETE FROM webhook_deliveries d USING webhook_events e
  WHERE d.event_id = e.id AND e.event_id LIKE 'evt_pgbench_%';
 DELETE FROM webhook_events WHERE event_id LIKE 'evt_pgbench_%';
+DELETE FROM webhook_event_keys WHERE event_id LIKE 'evt_pgbench_%';
 """
 
 

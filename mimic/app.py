@@ -46,7 +46,7 @@ from mimic.core.settings import Settings
 from mimic.email import tracking
 from mimic.email.controller import CONTROLLERS as EMAIL_CONTROLLERS
 from mimic.email.rendering import Templates
-from mimic.events import gateway, routes_file
+from mimic.events import gateway, ingest, routes_file
 from mimic.events.controller import GatewayAdminController
 from mimic.events.gateway_controller import CONTROLLERS as GATEWAY_CONFIG_CONTROLLERS
 from mimic.events.routes import Router
@@ -273,6 +273,7 @@ def create_app(settings: Settings, *, steps: list[Step] | None = None) -> Litest
         async with open_deps(settings) as deps:
             app.state.deps = deps
             await gateway.sync_settings_destination(deps.db, settings)
+            await ingest.prepare_partitions(deps.db, settings.retention.event_partition)
             if routes_path and routes is not None:
                 await routes_file.sync(deps.db, deps.keyring, routes_path, routes)
             yield

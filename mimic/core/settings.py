@@ -25,6 +25,8 @@ LogFormat = Literal["auto", "text", "json"]
 #: How an email leaves Mimic. The one definition of the provider vocabulary.
 EmailProvider = Literal["dev", "smtp", "resend", "postmark"]
 SmtpSecurity = Literal["none", "starttls", "tls"]
+#: How much time one partition of webhook_events / webhook_deliveries covers.
+PartitionInterval = Literal["day", "week", "month"]
 
 #: Dev only: the admin key `make run` accepts when MIMIC_API_KEYS is unset, and the key it
 #: sends to the inkpass stand-in when MIMIC_SERVICE_API_KEY is unset. Production refuses it.
@@ -263,26 +265,36 @@ def read_group(cls: type[S], environ: Mapping[str, str]) -> S:
 
 
 class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
+    #: API bind address (0.0.0.0 in the container). With MIMIC_ENV unset, only a loopback address is
+    #: accepted.
     host: str = "127.0.0.1"
+    #: API port.
     port: int = 8006
+    #: Log level of every Mimic process.
     log_level: LogLevel = "INFO"
+    #: text, json, or auto: JSON lines in production, text in dev.
     log_format: LogFormat = "auto"
     #: Where `make run` keeps the embedded Postgres (and other local state).
     data_dir: str = ".mimic"
-    #: Admin keys accepted from internal callers (tenant keys live in the database).
+    #: Admin keys accepted from internal callers, comma-separated (tenant keys live in the
+    #: database: `uv run mimic keys`). Unset in dev: mimic-dev-key. Production: 32+ characters
+    #: each, never the dev key.
     api_keys: tuple[Secret, ...] = ()
-    #: When set, /metrics (the API's and the worker's) answers only to this key. Unset: open,
-    #: so keep /metrics off the network.
+    #: When set, /metrics (the API's and the worker's) answers only to this key (Authorization:
+    #: Bearer or X-API-Key; production: 32+ characters). Unset: open, so keep /metrics off the
+    #: network.
     metrics_api_key: Secret | None = None
     #: The queue gauges of /metrics are read from procrastinate's table at most once per this
     #: long per process, whatever the scrape rate (0: at each scrape).
     metrics_queue_cache_seconds: float = 5.0
-    #: Requests per second of each tenant key, with bursts of up to api_burst, across every
+    #: Requests per second of each tenant key, with bursts of up to API_BURST, across every
     #: API process (a token bucket per key in Postgres); more is 429 rate_limited.
     api_rate_per_second: float = 20.0
+    #: How many requests each tenant key may make at once (its bucket's capacity).
     api_burst: int = 40
     #: The same for each admin key (0: no limit).
     api_admin_rate_per_second: float = 200.0
+    #: The same for each admin key.
     api_admin_burst: int = 400
 
     ENV: ClassVar = {
@@ -302,8 +314,10 @@ class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class DatabaseSettings(msgspec.Struct, kw_only=True, frozen=True):
-    #: Postgres DSN; None means "start the embedded PostgreSQL under server.data_dir".
+    #: Postgres DSN. Required in production; unset in dev: the embedded PostgreSQL under
+    #: MIMIC_DATA_DIR.
     url: Secret | None = None
+    #: asyncpg pool size per process.
     pool_max_size: int = 20
     #: Prepared statements asyncpg keeps per connection; 0 behind a transaction-mode pooler
     #: (PgBouncer's pool_mode=transaction), where a connection's statements do not survive
@@ -331,10 +345,14 @@ class DatabaseSettings(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class WebhookSettings(msgspec.Struct, kw_only=True, frozen=True):
+    #: Stripe endpoint signing secret, whsec_... Required in production; unset in dev: the Stripe
+    #: endpoint answers 503 not_configured.
     stripe_secret: Secret | None = None
+    #: Resend (Svix) signing secret, whsec_... Required in production.
     resend_secret: Secret | None = None
     #: Password of the HTTP Basic credentials in Postmark's webhook URL.
     postmark_secret: Secret | None = None
+    #: Largest webhook body accepted (413 above).
     max_body_bytes: int = 1_048_576
     #: Stripe signed timestamps further in the past or future than this are refused.
     stripe_tolerance_seconds: int = 300
@@ -354,8 +372,7 @@ class WebhookSettings(msgspec.Struct, kw_only=True, frozen=True):
 
 def _retention(raw: str) -> int:
     days = int(raw)
-    # Deduplication lives in the events themselves: keep them at least as long as providers
-    # retry (Stripe: up to 3 days), or a late retry would be taken for a new event.
+    # An event is kept at least as long as providers retry it (Stripe: up to 3 days).
     if days != 0 and days < 3:
         raise ValueError(raw)
     return days
@@ -381,7 +398,17 @@ NOTIFICATION_RETENTION = Parser(
 class RetentionSettings(msgspec.Struct, kw_only=True, frozen=True):
     """How long Mimic keeps what it stored; 0 keeps forever."""
 
+    #: Whole partitions of events and deliveries are dropped once their newest possible row is
+    #: older than this (so a row lives up to one partition interval longer) and none of their
+    #: rows is unfinished.
     event_days: int = 90
+    #: One partition of webhook_events and of webhook_deliveries per day, week or month (UTC).
+    #: Partitions are created ahead at startup and hourly; changing it applies to partitions
+    #: not created yet.
+    event_partition: PartitionInterval = "month"
+    #: A provider's event id is remembered this long for deduplication (Stripe retries for up
+    #: to 3 days); a retry arriving later is stored as a new event. At most 30 days.
+    dedup_days: int = 7
     #: procrastinate's finished jobs (succeeded, and failed/cancelled/aborted ones too).
     job_days: int = 14
     #: Rendered email bodies hold live links (password resets): blanked after this.
@@ -392,6 +419,8 @@ class RetentionSettings(msgspec.Struct, kw_only=True, frozen=True):
 
     ENV: ClassVar = {
         "event_days": ("EVENT_RETENTION_DAYS", EVENT_RETENTION),
+        "event_partition": ("EVENT_PARTITION_INTERVAL", choice(PartitionInterval)),
+        "dedup_days": ("EVENT_DEDUP_DAYS", integer(low=3, high=30)),
         "job_days": ("JOB_RETENTION_DAYS", integer(low=0)),
         "email_body_days": ("EMAIL_BODY_RETENTION_DAYS", integer(low=0)),
         "notification_days": ("NOTIFICATION_RETENTION_DAYS", NOTIFICATION_RETENTION),
@@ -401,8 +430,11 @@ class RetentionSettings(msgspec.Struct, kw_only=True, frozen=True):
 class DeliverySettings(msgspec.Struct, kw_only=True, frozen=True):
     """How the gateway retries a delivery to an internal service."""
 
+    #: Attempts per delivery before it is failed.
     max_attempts: int = 10
+    #: First delay before retrying a delivery (jittered, doubling).
     backoff_base_seconds: float = 2.0
+    #: Cap on a delivery's retry delay (also caps Retry-After).
     backoff_max_seconds: float = 3600.0
 
     ENV: ClassVar = {
@@ -413,9 +445,13 @@ class DeliverySettings(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class InkpassSettings(msgspec.Struct, kw_only=True, frozen=True):
+    #: Base URL of the inkpass billing service. Required in production; unset in dev: `make run`
+    #: starts a stand-in on this port.
     url: str = "http://localhost:8002"
+    #: Timeout of one call to inkpass.
     timeout_seconds: float = 10.0
     #: What Mimic sends to inkpass as X-API-Key; never accepted inbound (admin_api_keys).
+    #: Required in production (32+ characters); unset in dev: mimic-dev-key.
     service_api_key: Secret | None = None
 
     ENV: ClassVar = {
@@ -447,6 +483,7 @@ class BillingSettings(msgspec.Struct, kw_only=True, frozen=True):
     products: tuple[tuple[str, str], ...] = ()
     #: Where the Stripe client sends its calls (tests point it at a local server).
     stripe_api_url: str = "https://api.stripe.com"
+    #: Timeout of one call to Stripe's API.
     stripe_timeout_seconds: float = 20.0
 
     ENV: ClassVar = {
@@ -458,32 +495,50 @@ class BillingSettings(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class EmailSettings(msgspec.Struct, kw_only=True, frozen=True):
+    #: dev (SMTP to Mailpit; refused in production), smtp, resend or postmark.
     provider: EmailProvider = "dev"
     #: Failover order (e.g. resend,postmark). Empty: EMAIL_PROVIDER alone.
     providers: tuple[EmailProvider, ...] = ()
+    #: Default sender of a send through the platform's providers that gives no from (through a
+    #: tenant's credential: its from_email).
     sender: str = "Mimic <no-reply@mimic.local>"
+    #: SMTP host for EMAIL_PROVIDER=dev (Mailpit, or `make mail`).
     dev_smtp_host: str = "localhost"
+    #: SMTP port for EMAIL_PROVIDER=dev.
     dev_smtp_port: int = 1025
     #: None: no platform SMTP server (tenants may still bring their own).
     smtp_host: str | None = None
+    #: Port of the platform SMTP server.
     smtp_port: int = 587
+    #: SMTP login (optional).
     smtp_username: str | None = None
+    #: SMTP password (optional).
     smtp_password: Secret | None = None
+    #: starttls, tls (implicit, e.g. port 465) or none.
     smtp_security: SmtpSecurity = "starttls"
+    #: The platform's Resend key.
     resend_api_key: Secret | None = None
+    #: Resend API base (tests point it at a local server).
     resend_api_url: str = "https://api.resend.com"
+    #: The platform's Postmark server token.
     postmark_server_token: Secret | None = None
+    #: Postmark API base.
     postmark_api_url: str = "https://api.postmarkapp.com"
+    #: Timeout of one step of a provider call (connect, read, one SMTP command).
     provider_timeout_seconds: float = 10.0
     #: One SMTP attempt (resolve, connect, every command) ends after this long overall.
     smtp_send_deadline_seconds: float = 30.0
     #: After an attempt that may have reached Postmark, wait this long before searching
     #: Postmark for it (its search index lags), then send only if it is not there.
     postmark_recheck_seconds: float = 60.0
+    #: Send attempts before a notification is failed.
     max_attempts: int = 8
+    #: First delay before retrying a send (jittered, doubling).
     backoff_base_seconds: float = 2.0
+    #: Cap on a send's retry delay (also caps Retry-After).
     backoff_max_seconds: float = 3600.0
-    #: BYOK: tenants' provider keys are sealed with the first key; any key opens.
+    #: BYOK: tenants' provider keys are sealed with the first key; any key opens. Required in
+    #: production; unset in dev: `make run` creates one in MIMIC_DATA_DIR.
     encryption_keys: tuple[EncryptionKey, ...] = ()
     #: Tenant SMTP hosts allowed despite resolving to a non-public address (or, as
     #: host:port, on a port other than 25, 465, 587, 2525). Empty: public servers only.
@@ -491,12 +546,16 @@ class EmailSettings(msgspec.Struct, kw_only=True, frozen=True):
     #: Sends per second per credential, shared by every worker (0: no limit). Resend allows
     #: 2 per second per team by default.
     resend_rate_per_second: float = 2.0
+    #: The same for Postmark.
     postmark_rate_per_second: float = 10.0
+    #: The same for SMTP (0: no limit).
     smtp_rate_per_second: float = 0.0
-    #: A provider is skipped for circuit_cooldown_seconds after circuit_failures certain
-    #: failures in a row within circuit_window_seconds (shared by every worker).
+    #: A provider credential is skipped for EMAIL_CIRCUIT_COOLDOWN_SECONDS after this many
+    #: certain failures in a row within EMAIL_CIRCUIT_WINDOW_SECONDS (shared by every worker).
     circuit_failures: int = 5
+    #: The window those failures must fall in.
     circuit_window_seconds: float = 60.0
+    #: How long an open circuit skips the credential.
     circuit_cooldown_seconds: float = 30.0
 
     @property
@@ -544,8 +603,11 @@ class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
     #: At most this many of the email slots serve one tenant at once; the tenant's next send
     #: waits in the queue (briefly, without spending an attempt) for one of them.
     tenant_email_slots: int = 3
+    #: How often a worker proves it is alive.
     heartbeat_seconds: float = 10.0
+    #: A worker silent this long is presumed dead; its jobs are retried.
     stalled_after_seconds: float = 30.0
+    #: How long SIGTERM waits for in-flight jobs; jobs still running then go back to the queue.
     shutdown_grace_seconds: float = 30.0
     #: How often the sweep looks for jobs of dead workers (at most every 60 s).
     stalled_sweep_seconds: int = 60
@@ -559,6 +621,7 @@ class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
     reconnect_max_seconds: float = 30.0
     #: /healthz, /readyz and /metrics of the worker process; 0 serves none.
     health_port: int = 8007
+    #: Where the worker serves /healthz, /readyz and /metrics.
     health_host: str = "127.0.0.1"
 
     ENV: ClassVar = {
@@ -591,6 +654,8 @@ GROUPS: dict[str, type[msgspec.Struct]] = {
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    #: dev or production. Production requires the secrets below marked "required in production",
+    #: refuses the dev conveniences and hides dev-only endpoints.
     env: Env = "dev"
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)

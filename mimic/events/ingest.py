@@ -16,6 +16,7 @@ import msgspec
 from mimic.core.batching import GroupCommit, group_commit
 from mimic.core.db import Connection, Database
 from mimic.core.errors import BadRequest, InvalidInput, ServiceUnavailable
+from mimic.core.settings import PartitionInterval
 from mimic.events import repository
 from mimic.events.gateway import route_set
 from mimic.events.routes import Router, RouteSet
@@ -31,6 +32,13 @@ WRITER = "webhooks"
 #: (each time against the routes just read): more means the configuration is changing
 #: faster than a batch commits, and the request fails (503, the provider retries).
 MAX_STALE = 5
+
+
+async def prepare_partitions(db: Database, interval: PartitionInterval) -> None:
+    """When an API starts: the events' partitions ahead (the worker's hourly task keeps them
+    so too). Best effort: an API starts with its database away or not migrated yet, and the
+    default partition takes what no partition covers."""
+    await repository.ensure_partitions(db, interval, best_effort=True)
 
 
 async def ingest(db: Database, router: Router, event: IncomingEvent) -> WebhookAccepted:

@@ -17,14 +17,19 @@ WITH fresh AS (
                   WITH ORDINALITY AS e(id, provider, event_type, event_id, payload, raw_body,
                                        signature, status, n)
      WHERE EXISTS (SELECT 1 FROM fresh)
+), keyed AS (
+    -- Deduplication (webhook_event_keys: a unique key cannot span the events' partitions), in
+    -- key order, so two batches holding the same keys cannot deadlock on the index.
+    INSERT INTO webhook_event_keys (provider, event_id, id)
+    SELECT provider, event_id, id FROM input ORDER BY provider, event_id
+    ON CONFLICT (provider, event_id) DO NOTHING
+    RETURNING id
 ), inserted AS (
     INSERT INTO webhook_events (id, provider, event_type, event_id, payload, raw_body,
                                 signature, status, processed_at)
     SELECT id, provider, event_type, event_id, payload::jsonb, raw_body, signature, status,
            CASE WHEN status = 'ignored' THEN now() END
-      -- In key order, so two batches holding the same keys cannot deadlock on the index.
-      FROM input ORDER BY provider, event_id
-    ON CONFLICT (provider, event_id) DO NOTHING
+      FROM input WHERE id IN (SELECT id FROM keyed)
     RETURNING id
 ), numbered AS (
     SELECT r.*, row_number() OVER (PARTITION BY r.task, r.target ORDER BY r.n) AS rn
@@ -62,15 +67,15 @@ SELECT 'new' AS kind, id, NULL AS provider, NULL AS event_id FROM inserted
 UNION ALL
 SELECT 'old', w.id, w.provider, w.event_id
   FROM input k
-  JOIN webhook_events w ON w.provider = k.provider AND w.event_id = k.event_id
- WHERE k.id NOT IN (SELECT id FROM inserted)
+  JOIN webhook_event_keys w ON w.provider = k.provider AND w.event_id = k.event_id
+ WHERE k.id NOT IN (SELECT id FROM keyed)
 UNION ALL
 SELECT 'stale', NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM fresh)
 
 -- name: find_event_ids
--- Our ids for providers' events (used to answer duplicates).
+-- Our ids for providers' events (used to answer duplicates, within EVENT_DEDUP_DAYS).
 SELECT w.provider, w.event_id, w.id
-  FROM webhook_events w
+  FROM webhook_event_keys w
   JOIN unnest($1::text[], $2::text[]) AS k(provider, event_id)
     ON w.provider = k.provider AND w.event_id = k.event_id
 
@@ -309,14 +314,24 @@ UPDATE bulk_retries
        finished_at = CASE WHEN $2 = 'done' THEN now() END
  WHERE id = $1
 
--- name: prune_events
--- Delete a batch of finished events older than the retention (their deliveries go with them).
-DELETE FROM webhook_events
- WHERE id IN (SELECT id FROM webhook_events
-               WHERE received_at < now() - make_interval(days => $1)
-                 AND status IN ('delivered', 'failed', 'ignored')
-               ORDER BY received_at LIMIT $2
-                 FOR UPDATE SKIP LOCKED)
+-- name: partitions
+-- A partitioned table's partitions, oldest first (NULL bounds: the default partition).
+SELECT name, lower_bound, upper_bound FROM mimic_partitions($1)
+
+-- name: ensure_partitions
+-- Partitions of the table ($1, by $2) of interval $3 ahead until now() + $4; their names.
+SELECT mimic_ensure_partitions($1, $2, $3, now(), now() + $4::text::interval) AS name
+
+-- name: drop_partition
+-- Drop a partition past the retention unless a row in it is still unfinished (status in $3).
+SELECT mimic_drop_partition($1, $2, $3::text[])
+
+-- name: prune_event_keys
+-- Forget a batch of provider event ids past the deduplication window.
+DELETE FROM webhook_event_keys
+ WHERE ctid = ANY (ARRAY(SELECT ctid FROM webhook_event_keys
+                          WHERE received_at < now() - make_interval(days => $1)
+                          LIMIT $2))
 
 
 -- --- destinations and routes: written by mimic/events/gateway.py only ---------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -12,7 +13,9 @@ import asyncpg
 import msgspec
 
 from mimic.core.db import Connection, Database, as_struct, as_structs, load_queries
+from mimic.core.errors import DatabaseError, MimicError
 from mimic.core.jobs import QUEUE_WEBHOOKS, JobToDefer, defer_jobs
+from mimic.core.settings import PartitionInterval
 from mimic.events.schemas import (
     BulkRetryOut,
     BulkRetryStatus,
@@ -26,6 +29,7 @@ from mimic.events.schemas import (
     Route,
 )
 
+logger = logging.getLogger(__name__)
 queries = load_queries("mimic.events")
 
 #: The most deliveries one job carries (those of one commit batch to the same destination).
@@ -396,6 +400,94 @@ async def update_bulk_retry(
     await db.execute(queries["update_bulk_retry"], bulk_id, status, total, retried)
 
 
-async def prune_events(db: Database, *, older_than_days: int, batch: int = 1000) -> int:
-    """Delete finished events past the retention in small transactions (no long locks)."""
-    return await db.in_batches(queries["prune_events"], older_than_days, batch=batch)
+#: The partitioned tables: their partition column, and the statuses that keep a partition
+#: from being dropped (a row not finished yet).
+PARTITIONED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "webhook_events": ("received_at", ("received",)),
+    "webhook_deliveries": ("created_at", ("pending", "dispatched", "paused")),
+}
+#: How far ahead partitions exist (the default partition catches a row beyond, should the
+#: maintenance stop for longer).
+AHEAD: dict[PartitionInterval, str] = {"day": "7 days", "week": "3 weeks", "month": "3 months"}
+#: DDL on a partitioned table waits at most this long for its lock (then tries next time),
+#: so the inserts queued behind it are never held longer.
+DDL_LOCK_TIMEOUT = "1s"
+
+
+class Partition(msgspec.Struct, frozen=True):
+    name: str
+    #: None: the default partition (rows outside every range).
+    lower_bound: datetime.datetime | None
+    upper_bound: datetime.datetime | None
+
+
+async def partitions(db: Database | Connection, table: str) -> list[Partition]:
+    return as_structs(await db.fetch(queries["partitions"], table), Partition)
+
+
+async def _ddl(db: Database, what: str, query: str, *args: Any) -> list[asyncpg.Record] | None:
+    """A partition change under DDL_LOCK_TIMEOUT; None when its lock was not granted in time
+    (it is tried again at the next run)."""
+    try:
+        async with db.transaction() as conn:
+            await conn.execute(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'")
+            return await conn.fetch(query, *args)
+    except DatabaseError as exc:
+        if not isinstance(exc.__cause__, asyncpg.LockNotAvailableError):
+            raise
+        logger.warning("%s: the lock was not granted within %s; next run", what, DDL_LOCK_TIMEOUT)
+        return None
+
+
+async def ensure_partitions(
+    db: Database, interval: PartitionInterval, *, best_effort: bool = False
+) -> list[str]:
+    """Create the partitions ahead of now (hourly, and when an API starts); returns the new
+    ones. ``best_effort``: an API starting with its database away or not migrated yet logs
+    and goes on (the default partition takes what no partition covers)."""
+    created: list[str] = []
+    for table, (column, _) in PARTITIONED.items():
+        try:
+            rows = await _ddl(
+                db,
+                f"partitions of {table}",
+                queries["ensure_partitions"],
+                table,
+                column,
+                interval,
+                AHEAD[interval],
+            )
+        except MimicError as exc:
+            if not best_effort:
+                raise
+            logger.warning("could not create the partitions of %s ahead (%s)", table, exc.code)
+            continue
+        created += [row["name"] for row in rows or ()]
+    return created
+
+
+async def drop_expired_partitions(db: Database, *, older_than_days: int) -> list[str]:
+    """Drop whole partitions whose every row is past the retention and finished; returns
+    the ones dropped."""
+    cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=older_than_days)
+    dropped: list[str] = []
+    for table, (_, unfinished) in PARTITIONED.items():
+        for part in await partitions(db, table):
+            if part.upper_bound is None or part.upper_bound > cutoff:
+                continue
+            rows = await _ddl(
+                db,
+                f"partition {part.name}",
+                queries["drop_partition"],
+                table,
+                part.name,
+                list(unfinished),
+            )
+            if rows and rows[0][0]:
+                dropped.append(part.name)
+    return dropped
+
+
+async def prune_event_keys(db: Database, *, older_than_days: int, batch: int = 5000) -> int:
+    """Forget provider event ids past the deduplication window, in small transactions."""
+    return await db.in_batches(queries["prune_event_keys"], older_than_days, batch=batch)

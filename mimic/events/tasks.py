@@ -1,4 +1,4 @@
-"""The gateway's own tasks: bulk retries, and the event retention."""
+"""The gateway's own tasks: bulk retries, and the events' partitions and retention."""
 
 from __future__ import annotations
 
@@ -48,14 +48,28 @@ async def bulk_retry_deliveries(deps: Deps, bulk_id: str) -> None:
 
 
 async def prune_events(context: procrastinate.JobContext, timestamp: int) -> int:
-    """Periodic: delete finished events older than EVENT_RETENTION_DAYS (0 keeps them)."""
+    """Periodic (hourly): the events' and deliveries' partitions. Creates those ahead, drops
+    whole partitions past EVENT_RETENTION_DAYS (0 keeps them) once every row in them is
+    finished, and forgets provider event ids past EVENT_DEDUP_DAYS."""
     deps = deps_of(context)
-    days = deps.settings.retention.event_days
-    if days == 0:
-        return 0
-    deleted = await repository.prune_events(deps.db, older_than_days=days)
-    logger.log(logging.INFO if deleted else logging.DEBUG, "pruned %d event(s)", deleted)
-    return deleted
+    retention = deps.settings.retention
+    created = await repository.ensure_partitions(deps.db, retention.event_partition)
+    if created:
+        logger.info("created partition(s) %s", ", ".join(created))
+    dropped: list[str] = []
+    if retention.event_days:
+        dropped = await repository.drop_expired_partitions(
+            deps.db, older_than_days=retention.event_days
+        )
+    if dropped:
+        logger.info("dropped partition(s) past the retention: %s", ", ".join(dropped))
+    forgotten = await repository.prune_event_keys(deps.db, older_than_days=retention.dedup_days)
+    logger.log(
+        logging.INFO if forgotten else logging.DEBUG,
+        "forgot %d provider event id(s) past the deduplication window",
+        forgotten,
+    )
+    return len(dropped)
 
 
 def blueprint() -> procrastinate.Blueprint:
