@@ -6,7 +6,7 @@ SHELL := /bin/bash
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN = $(UV) run --frozen --extra embedded
 
-.PHONY: help uv install run api worker migrate test check-pythons lint format bench soak jobs keys events destinations routes replay retry mail check-packaging api-conformance browser pgbouncer clean
+.PHONY: help uv install run api worker migrate test check-pythons lint format bench soak jobs keys events destinations routes replay retry mail check-packaging api-conformance browser pgbouncer docs docs-serve clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -88,8 +88,10 @@ retry: install ## one more attempt for a failed delivery, make retry DELIVERY=<d
 soak: install ## steady load for SOAK_MINUTES (10) through a worker SIGKILL and a Postgres crash, then checks
 	$(RUN) python -m bench.soak --minutes $(or $(SOAK_MINUTES),10)
 
-mail: install ## a local SMTP sink on :1025 that prints every message (Mailpit stand-in)
-	$(RUN) python -m aiosmtpd -n -l 127.0.0.1:1025 -c aiosmtpd.handlers.Debugging
+MAIL_PORT ?= 1025
+
+mail: install ## a local SMTP sink that prints each message's subject and text, e.g. make mail MAIL_PORT=1026
+	$(RUN) python scripts/mailsink.py --port $(MAIL_PORT)
 
 check-packaging: install ## static checks of Containerfile and compose.yaml (no Docker needed)
 	$(RUN) hadolint Containerfile
@@ -97,6 +99,12 @@ check-packaging: install ## static checks of Containerfile and compose.yaml (no 
 
 api-conformance: install ## schemathesis against a running `mimic api` (fails on any finding)
 	$(RUN) python -m tests.api_conformance
+
+docs: install ## build the docs site into site/ (strict: a broken link or reference fails; offline)
+	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs build --strict
+
+docs-serve: install ## serve the docs site on http://127.0.0.1:8000, rebuilt on every change
+	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs serve --strict --dev-addr 127.0.0.1:8000
 
 browser: ## install Debian's Chromium for the /docs browser test (make test skips it without one)
 	@command -v chromium >/dev/null 2>&1 || { \

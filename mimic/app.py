@@ -84,7 +84,13 @@ def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[
             405: "method_not_allowed",
             413: "payload_too_large",
         }.get(status, "http_error")
-        if exc.extra and status == 400:
+        if exc.extra and status == 400 and _body_missing(exc.extra):
+            code = "body_required"
+            detail = (
+                f"{request.method} {request.url.path} needs a JSON body "
+                "(Content-Type: application/json); /docs shows its fields and an example"
+            )
+        elif exc.extra and status == 400:
             detail = f"{detail}: {msgspec.json.encode(exc.extra).decode()}"
     else:
         logger.exception(
@@ -92,6 +98,18 @@ def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[
         )
         status, code, detail = 500, "internal_error", "Internal error."
     return Response(ErrorBody(error=code, detail=detail), status_code=status, headers=headers)
+
+
+def _body_missing(extra: object) -> bool:
+    """Litestar's validation error for a request without a body: the `data` argument (the
+    body) itself is missing, which it reports as a KeyError's text."""
+    return isinstance(extra, list) and any(
+        isinstance(e, dict)
+        and e.get("key") == "data"
+        and e.get("source") == "body"
+        and e.get("message") == "'data'"
+        for e in extra
+    )
 
 
 #: An X-Request-ID Mimic accepts from the caller (else it makes one).

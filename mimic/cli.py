@@ -235,7 +235,9 @@ def _api(method: str, path: str, **kwargs: Any) -> int:
         )
     except httpx.HTTPError as exc:
         print(
-            f"mimic: cannot reach {base} ({type(exc).__name__}); is `make run` up?", file=sys.stderr
+            f"mimic: cannot reach {base} ({type(exc).__name__}); is `make run` up? On another "
+            "port or host, set MIMIC_URL (e.g. MIMIC_URL=http://127.0.0.1:9000) or MIMIC_PORT",
+            file=sys.stderr,
         )
         return 1
     try:

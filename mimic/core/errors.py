@@ -57,7 +57,7 @@ class InvalidInput(BadRequest):
 
 
 class Unauthorized(MimicError):
-    """A valid API key is required."""
+    """An API key is required: X-API-Key: <key>, or Authorization: Bearer <key>."""
 
     status_code = 401
     code = "unauthorized"

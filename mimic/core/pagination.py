@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import base64
 import datetime
+import inspect
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
 
 from mimic.core.errors import BadRequest
 
@@ -58,3 +62,22 @@ def aware(value: datetime.datetime | None) -> datetime.datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=datetime.UTC)
     return value
+
+
+def known_query_only(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """Litestar guard for lists: a query parameter the route does not take is a 400 naming the
+    ones it does (a misspelt filter, ?type= for ?event_type=, would otherwise return every
+    row, unfiltered)."""
+    known = [name for name in inspect.signature(handler.fn).parameters if name not in _NOT_QUERY]
+    unknown = sorted(set(connection.query_params) - set(known))
+    if unknown:
+        raise BadRequest(
+            f"unknown query parameter(s) {', '.join(unknown)}; this list takes: {', '.join(known)}",
+            code="unknown_parameter",
+        )
+
+
+#: Handler arguments that are never query parameters.
+_NOT_QUERY = frozenset({"self", "deps", "request", "routing", "templates", "steps", "data"})

@@ -24,6 +24,7 @@ from mimic.core.auth import require_api_key, scope_of
 from mimic.core.deps import Deps
 from mimic.core.errors import BadRequest, NotFound, error_spec
 from mimic.core.keys import check_tenant
+from mimic.core.pagination import known_query_only
 from mimic.email import repository, suppression, tenants
 from mimic.email.credentials import (
     CredentialIn,
@@ -250,6 +251,7 @@ class NotificationController(_Internal):
     @get(
         "/",
         summary="Notifications, newest first (keyset pagination)",
+        guards=[known_query_only],
         description=(
             "An admin key lists every tenant's (or one tenant's, with `tenant_id`); a tenant "
             "key lists its own tenant's only."
@@ -471,6 +473,7 @@ class SuppressionController(_Internal):
     @get(
         "/",
         summary="A tenant's suppressed addresses, newest first (keyset pagination)",
+        guards=[known_query_only],
         description=(
             "Without `tenant_id` an admin key sees the platform's list; a tenant key always "
             "sees its own. `email` finds one address (the domain compares case-insensitively, "

@@ -10,6 +10,7 @@ HTML is autoescaped; subject and text are not. A missing variable is an error
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import re
 from html.parser import HTMLParser
@@ -103,7 +104,10 @@ class Templates:
     def _require(self, name: str) -> pathlib.Path:
         folder = self.directory / name
         if not _NAME.match(name) or not (folder / "subject.txt").is_file():
-            raise Unprocessable(f"unknown template {name!r}", code="unknown_template")
+            raise Unprocessable(
+                f"unknown template {name!r}; the templates are: {', '.join(self.names())}",
+                code="unknown_template",
+            )
         return folder
 
     def _pick(self, name: str, stem: str, ext: str, locale: str | None) -> str | None:
@@ -121,9 +125,10 @@ class Templates:
     def _render(self, path: str, data: dict[str, Any], name: str) -> str:
         try:
             return self.env.get_template(path).render(data)
-        except jinja2.UndefinedError as exc:
+        except jinja2.UndefinedError:
+            missing = ", ".join(sorted(self._missing(name, data))) or "(see the template)"
             raise Unprocessable(
-                f"template {name!r} needs a variable that was not given: {exc.message}",
+                f"template {name!r} needs variables that were not given: {missing}",
                 code="missing_variable",
             ) from None
         except (TypeError, ValueError, AttributeError) as exc:
@@ -131,6 +136,24 @@ class Templates:
                 f"template {name!r} could not use the data given: {exc}",
                 code="invalid_template_data",
             ) from None
+
+    def _missing(self, name: str, data: dict[str, Any]) -> set[str]:
+        """Every variable the template's files look up and ``data`` lacks (rendering them again,
+        leniently, after a strict render failed), so the caller can fix them all at once."""
+        missing: set[str] = set()
+
+        class Recording(jinja2.ChainableUndefined):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                if self._undefined_obj is jinja2.utils.missing and self._undefined_name:
+                    missing.add(self._undefined_name)
+
+        lenient = self.env.overlay(undefined=Recording)
+        for part in sorted((self.directory / name).iterdir()):
+            if part.suffix in (".txt", ".html"):
+                with contextlib.suppress(Exception):
+                    lenient.get_template(f"{name}/{part.name}").render(data)
+        return missing
 
     def render(self, name: str, data: dict[str, Any], locale: str | None = None) -> Rendered:
         self._require(name)

@@ -76,14 +76,18 @@ async def raw_body(db: Database, event_uuid: uuid.UUID) -> bytes | None:
     return await repository.get_raw_body(db, event_uuid)
 
 
-def parse_uuid(value: str, name: str) -> uuid.UUID:
+def parse_uuid(value: str, name: str, *, by_provider: bool = True) -> uuid.UUID:
+    """``by_provider``: the route also takes the provider's own id with ?provider=."""
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise BadRequest(
-            f"{name} must be a uuid (or pass ?provider= with the provider's own id)",
-            code=f"invalid_{name}",
-        ) from None
+        hint = (
+            " (or pass ?provider= with the provider's own id)"
+            if by_provider
+            else "; GET /api/v1/gateway/webhooks/events/<provider's id>?provider=stripe|resend"
+            "|postmark answers it"
+        )
+        raise BadRequest(f"{name} must be Mimic's uuid{hint}", code=f"invalid_{name}") from None
 
 
 async def list_deliveries(

@@ -14,6 +14,7 @@ from mimic.core.audit import audited
 from mimic.core.auth import current_key_id, require_admin_key
 from mimic.core.deps import Deps
 from mimic.core.errors import error_spec
+from mimic.core.pagination import known_query_only
 from mimic.events import admin
 from mimic.events.routes import Router
 from mimic.events.schemas import (
@@ -48,7 +49,12 @@ class GatewayAdminController(Controller):
     tags = ["gateway admin"]
     security = [{"apiKey": []}, {"bearer": []}]
 
-    @get("/events", summary="Stored events, newest first (keyset pagination)", responses=ERRORS)
+    @get(
+        "/events",
+        summary="Stored events, newest first (keyset pagination)",
+        responses=ERRORS,
+        guards=[known_query_only],
+    )
     async def list_events(
         self,
         deps: NamedDependency[Deps],
@@ -89,7 +95,7 @@ class GatewayAdminController(Controller):
         return await admin.get_event(deps.reads, event_id, provider, primary=deps.db)
 
     @post(
-        "/events/{event_id:uuid}/replay",
+        "/events/{event_id:str}/replay",
         status_code=200,
         summary="Route an event again by today's routes",
         description=(
@@ -100,19 +106,21 @@ class GatewayAdminController(Controller):
     )
     async def replay(
         self,
-        event_id: FromPath[uuid.UUID],
+        event_id: FromPath[str],
         request: Request[Any, Any, Any],
         deps: NamedDependency[Deps],
         routing: NamedDependency[Router],
     ) -> Replayed:
-        async with audited(deps.db, current_key_id(request), "replay", [str(event_id)]) as entry:
-            replayed = await admin.replay(deps.db, routing, event_id)
+        event_uuid = admin.parse_uuid(event_id, "event_id", by_provider=False)
+        async with audited(deps.db, current_key_id(request), "replay", [str(event_uuid)]) as entry:
+            replayed = await admin.replay(deps.db, routing, event_uuid)
             entry.detail = {"delivery_ids": [str(d) for d in replayed.delivery_ids]}
         return replayed
 
     @get(
         "/deliveries",
         summary="Deliveries, newest first: with status=failed, the dead letters",
+        guards=[known_query_only],
         responses=ERRORS,
     )
     async def list_deliveries(

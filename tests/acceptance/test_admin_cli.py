@@ -71,6 +71,7 @@ async def test_admin_commands_call_the_api(database_url: str) -> None:
     gone = await asyncio.to_thread(mimic, "events", url=url)
     assert gone.returncode == 1
     assert "is `make run` up?" in gone.stderr
+    assert "MIMIC_URL" in gone.stderr
 
 
 async def test_tenant_keys_are_created_listed_and_revoked(database_url: str) -> None:

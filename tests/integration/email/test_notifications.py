@@ -83,7 +83,10 @@ async def test_every_internal_endpoint_needs_a_key(
 ) -> None:
     response = await client.request(method, path, json=body, headers=headers)
     assert response.status_code == 401
-    assert response.json() == {"error": "unauthorized", "detail": "A valid API key is required."}
+    assert response.json() == {
+        "error": "unauthorized",
+        "detail": "An API key is required: X-API-Key: <key>, or Authorization: Bearer <key>.",
+    }
     assert await counts(db) == (0, 0)
     assert await db.fetchval("SELECT count(*) FROM provider_credentials") == 0
 
@@ -414,3 +417,17 @@ async def test_pages_are_complete_when_rows_share_a_timestamp(
             break
     assert len(seen) == len(set(seen)) == 7
     assert seen == sorted(ids, key=uuid.UUID, reverse=True)
+
+
+async def test_an_empty_body_says_a_json_body_is_needed(
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection
+) -> None:
+    response = await client.post(
+        "/api/v1/notifications/email",
+        content=b"",
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "body_required"
+    assert "needs a JSON body" in response.json()["detail"]
+    assert await counts(db) == (0, 0)

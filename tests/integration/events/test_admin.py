@@ -290,3 +290,28 @@ async def test_bad_ids_and_bodies_are_4xx_never_5xx(
     response = await client.request(method, f"{BASE}{path}", json=body, headers=KEY)
     assert 400 <= response.status_code < 500, response.text
     assert set(response.json()) == {"error", "detail"}
+
+
+async def test_a_replay_by_the_providers_id_says_how_to_find_mimics(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    response = await client.post(f"{BASE}/events/evt_1NG8Du2eZvKYlo2C/replay", headers=KEY)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_event_id"
+    assert "?provider=stripe" in response.json()["detail"]
+
+
+async def test_an_unknown_filter_is_a_400_naming_the_known_ones(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    response = await client.get(f"{BASE}/events?type=invoice.paid", headers=KEY)
+    assert response.status_code == 400
+    assert response.json()["error"] == "unknown_parameter"
+    assert "type" in response.json()["detail"]
+    assert "event_type" in response.json()["detail"]
+    deliveries = await client.get(f"{BASE}/deliveries?state=failed", headers=KEY)
+    assert deliveries.status_code == 400
+    assert "status" in deliveries.json()["detail"]
+    assert (
+        await client.get(f"{BASE}/events?event_type=invoice.paid", headers=KEY)
+    ).status_code == 200

@@ -75,6 +75,18 @@ def test_every_variable_is_required(name: str) -> None:
         assert missing in info.value.message
 
 
+def test_every_missing_variable_is_named_at_once() -> None:
+    with pytest.raises(Unprocessable) as info:
+        TEMPLATES.render("password_reset", {})
+    assert info.value.message.endswith(f"not given: {', '.join(sorted(SAMPLES['password_reset']))}")
+
+
+def test_an_unknown_template_error_lists_the_templates() -> None:
+    with pytest.raises(Unprocessable) as info:
+        TEMPLATES.render("welcom", {})
+    assert info.value.message.endswith(", ".join(sorted(SAMPLES)))
+
+
 def test_html_is_autoescaped_subject_and_text_are_not() -> None:
     rendered = TEMPLATES.render("welcome", {"name": "<b>&", "login_url": "https://x.example"})
     assert "&lt;b&gt;&amp;" in rendered.html
