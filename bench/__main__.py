@@ -24,8 +24,8 @@ Every goal is a ratio to a reference measured in the same run, on the same datab
 
 Transactions per job are read from pg_stat_database (every Mimic worker statement runs in
 autocommit, so for Mimic this is also its SQL round trips per delivery). The `webhooks` phase
-also measures two worker processes (at the smallest backlog), end-to-end latency and the
-events API as the table grows (`lists`).
+also measures end-to-end latency and the events API as the table grows (`lists`); the routing
+phase ends with two worker processes (`mimic worker --processes 2`) at the smallest backlog.
 
   python -m bench [--phases email,webhooks] [--backlogs 5000,100000] [--requests 5000]
                   [--concurrency 16] [--e2e 300]
@@ -442,8 +442,6 @@ async def main(args: argparse.Namespace) -> None:
         rates = await routing_phase(
             dsn, env, api_port, sizes, concurrency, measure_drain, ingest_only
         )
-        if "webhooks" not in phases:
-            return
         # Two worker processes at the smallest size, measured as the routing phase measures one.
         small = min(sizes)
         two, queued = await drain_mimic(
@@ -461,6 +459,8 @@ async def main(args: argparse.Namespace) -> None:
             f"= {two.rate / rates[small]:.2f} x one process; {queued}"
         )
         print(f"peak RSS: mimic api {peak_rss_mb(api.pid):.0f} MB (target <= 150 each)")
+        if "webhooks" not in phases:
+            return
 
         # measure_drain stopped the workers (to count their transactions): one for latency.
         worker = subprocess.Popen([sys.executable, "-m", "mimic", "worker"], env=env)

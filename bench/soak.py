@@ -331,9 +331,13 @@ async def check(
         sizes = {
             r["t"]: r["bytes"]
             for r in await conn.fetch(
-                "SELECT relname AS t, pg_total_relation_size(oid) AS bytes FROM pg_class "
-                "WHERE relname IN ('webhook_events', 'webhook_deliveries', 'procrastinate_jobs', "
-                "'notifications', 'notification_events')"
+                # A partitioned table's size is its partitions' (its own is 0).
+                "SELECT c.relname AS t, coalesce((SELECT sum(pg_total_relation_size(p.relid)) "
+                "FROM pg_partition_tree(c.oid) p), pg_total_relation_size(c.oid))::bigint "
+                "AS bytes FROM pg_class c "
+                "WHERE c.relname IN ('webhook_events', 'webhook_deliveries', "
+                "'webhook_event_keys', 'procrastinate_jobs', 'notifications', "
+                "'notification_events')"
             )
         }
     finally:
