@@ -13,13 +13,9 @@ import time
 
 import aiosmtplib
 
+from tests.procs import free_port
+
 SCRIPT = pathlib.Path(__file__).parents[2] / "scripts" / "mailsink.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_a_base64_message_is_printed_decoded_on_the_port_given() -> None:
